@@ -1,0 +1,68 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build that lies on these machines' disk; on a CUDA box use e.g. TORCH_SPEC='torch>=2.6'.
+TORCH_SPEC ?= torch==2.13.0
+CONFIG ?= configs/demo.yaml
+BIN := $(VENV)/bin
+LLMOPS := $(BIN)/llmops
+# dvc stages call `llmops`: put the venv first on PATH for everything make runs.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help setup demo test lint pipeline base-model prep tune eval register serve stop ask monitor clean
+
+help:
+	@echo "make demo     set up .venv, run the DVC pipeline, leave a live endpoint, send a sample request"
+	@echo "make test     set up .venv and run the test suite"
+	@echo "make stop     stop the demo server"
+	@echo "stage targets: base-model prep tune eval register serve ask monitor pipeline lint clean"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/dvc repro
+	@# dvc skips an unchanged serve stage: make sure the server is really up
+	$(LLMOPS) serve status -c $(CONFIG) >/dev/null 2>&1 || $(LLMOPS) serve --detach -c $(CONFIG)
+	$(LLMOPS) serve ask -c $(CONFIG) "Hi, I was charged twice for my subscription this month, please help."
+	$(LLMOPS) monitor -c $(CONFIG)
+	@echo "endpoint: $$(cat serve/endpoint.json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["url"])')/v1  (stop it with: make stop)"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check llmops_cli tests benchmarks data/raw
+
+pipeline: setup
+	$(BIN)/dvc repro
+
+base-model: setup
+	$(LLMOPS) model scaffold -c $(CONFIG)
+prep: setup
+	$(LLMOPS) prep -c $(CONFIG)
+tune: setup
+	$(LLMOPS) tune -c $(CONFIG)
+eval: setup
+	$(LLMOPS) eval -c $(CONFIG)
+register: setup
+	$(LLMOPS) register -c $(CONFIG)
+serve: setup
+	$(LLMOPS) serve --detach -c $(CONFIG)
+ask: setup
+	$(LLMOPS) serve ask -c $(CONFIG) "$(or $(MSG),My package never arrived, where is it?)"
+monitor: setup
+	$(LLMOPS) monitor -c $(CONFIG)
+
+stop:
+	-$(LLMOPS) serve stop -c $(CONFIG)
+
+clean: stop
+	rm -rf models data/processed artifacts metrics reports registry serve dvc.lock .dvc/cache .dvc/tmp

@@ -1,0 +1,1 @@
+"""Thin Typer layer: parse arguments, load the config, call the core, render the result."""

@@ -1,0 +1,70 @@
+"""Options every command shares, and the one place where errors become exit codes."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from llmops_cli.console import Console
+from llmops_cli.errors import LlmopsError
+
+if TYPE_CHECKING:
+    from llmops_cli.config.schema import ProjectConfig
+
+DEFAULT_CONFIG = "llmops.yaml"
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", envvar="LLMOPS_CONFIG", show_default=False,
+        help=f"Project config YAML (default: $LLMOPS_CONFIG, else ./{DEFAULT_CONFIG} if present).",
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", metavar="KEY.PATH=VALUE",
+                 help="Override a config value, e.g. --set tune.epochs=2 (repeatable)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable result object on stdout.")]
+
+
+def load_project(config: Path | None, overrides: list[str] | None) -> ProjectConfig:
+    from llmops_cli.config.loader import load_config
+
+    if config is None and Path(DEFAULT_CONFIG).is_file():
+        config = Path(DEFAULT_CONFIG)
+    return load_config(config, overrides)
+
+
+@contextmanager
+def command(json_mode: bool = False) -> Iterator[Console]:
+    """Give a command its Console and turn LlmopsError into a clean message and its exit code."""
+    console = Console(json_mode=json_mode)
+    try:
+        yield console
+    except LlmopsError as exc:
+        console.error(str(exc))
+        if json_mode and not console.result_printed:
+            console.result({"ok": False, "error": exc.message, "hint": exc.hint,
+                            "type": type(exc).__name__})
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        raise typer.Exit(130) from None
+
+
+def quiet_libraries() -> None:
+    """Silence download/progress chatter of HF libraries; called once from the CLI entry point."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Deprecation notices from the ML stack are for us, not for users running a pipeline.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)

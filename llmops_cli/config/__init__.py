@@ -1,0 +1,1 @@
+"""Config schemas and the loader."""

@@ -1,0 +1,90 @@
+"""Load tokenizers and models. Hub ids and local paths go through exactly the same calls."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmops_cli.config.schema import ModelSection
+from llmops_cli.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def _hub_kwargs(model: ModelSection) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"trust_remote_code": model.trust_remote_code}
+    if model.revision:
+        kwargs["revision"] = model.revision
+    token = os.environ.get(model.token_env)
+    if token:
+        kwargs["token"] = token  # read from the environment only; never logged or written
+    return kwargs
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    import torch
+
+    if name == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(model: ModelSection, path: str | None = None) -> PreTrainedTokenizerBase:
+    """Tokenizer of the base model (or of `path`, e.g. a tuned model directory)."""
+    from transformers import AutoTokenizer
+
+    source = path or model.base
+    try:
+        tok = AutoTokenizer.from_pretrained(source, **_hub_kwargs(model))
+    except OSError as exc:
+        raise _not_found(source, exc) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(
+    model: ModelSection, device: str | None = None, adapter: str | None = None, merge: bool = False
+) -> PreTrainedModel:
+    """Load the base model from safetensors, optionally with a PEFT adapter (merged if asked)."""
+    from transformers import AutoModelForCausalLM
+
+    device = device or default_device()
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(
+            model.base, dtype=resolve_dtype(model.dtype, device), use_safetensors=True, **_hub_kwargs(model)
+        )
+    except OSError as exc:
+        raise _not_found(model.base, exc) from None
+    if adapter:
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, adapter)
+        if merge:
+            lm = lm.merge_and_unload()
+    return lm.to(device).eval()
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def _not_found(source: str, exc: Exception) -> ConfigError:
+    local = Path(source).exists() or source.startswith((".", "/")) or source.count("/") != 1
+    hint = (
+        "run `llmops model scaffold` (or `make base-model`) to build the offline demo model"
+        if local
+        else "check the hub id, set HF_TOKEN for gated models, or point model.base at a local copy"
+    )
+    return ConfigError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}", hint=hint)

@@ -1,0 +1,1 @@
+"""`llmops monitor`: summarise the server's request log and check alert thresholds."""

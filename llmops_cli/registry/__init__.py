@@ -1,0 +1,1 @@
+"""`llmops register`: a local model registry (SQLite index + content-addressed blobs)."""

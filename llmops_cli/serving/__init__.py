@@ -1,0 +1,1 @@
+"""`llmops serve`: an OpenAI-compatible endpoint over a registered model."""

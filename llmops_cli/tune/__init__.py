@@ -1,0 +1,1 @@
+"""`llmops tune`: supervised fine-tuning with TRL's SFTTrainer and peft."""
