@@ -59,4 +59,8 @@ def _default(field: Any) -> str:
         value = field.default_factory()
     else:
         return "required"
-    return json.dumps(value, default=lambda o: o.model_dump(exclude_defaults=True) if isinstance(o, BaseModel) else str(o))
+    return json.dumps(value, default=_jsonable)
+
+
+def _jsonable(obj: Any) -> Any:
+    return obj.model_dump(exclude_defaults=True) if isinstance(obj, BaseModel) else str(obj)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_cli.config.schema import ProjectConfig
+from llmops_cli.errors import DataError
 from llmops_cli.tune.data import read_jsonl, to_sft_example
 from llmops_cli.utils import (
     atomic_write_json,
@@ -50,8 +51,9 @@ def base_model_identity(base: str, revision: str | None) -> dict[str, Any]:
     return {"id": base, "local": False, "revision": revision}
 
 
-def run_tune(cfg: ProjectConfig, on_progress: ProgressFn | None = None) -> TuneResult:
-    """Train per cfg.tune; writes the adapter (or full weights), tokenizer, manifest and metrics."""
+def build_trainer(cfg: ProjectConfig, train_rows: list[dict[str, Any]], val_rows: list[dict[str, Any]],
+                  on_progress: ProgressFn | None = None) -> Any:
+    """An SFTTrainer for cfg (model loaded, adapters attached, data tokenised with label masks)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -61,12 +63,7 @@ def run_tune(cfg: ProjectConfig, on_progress: ProgressFn | None = None) -> TuneR
     from llmops_cli.model.loading import default_device, load_causal_lm, load_tokenizer
 
     tcfg = cfg.tune
-    started = time.time()
-    data_dir = Path(tcfg.data_dir)
-    train_rows = read_jsonl(data_dir / "train.jsonl")
-    val_rows = read_jsonl(data_dir / "validation.jsonl")
     torch.manual_seed(tcfg.seed)
-
     device = default_device()
     tokenizer = load_tokenizer(cfg.model)
     model = load_causal_lm(cfg.model, device=device)
@@ -80,10 +77,8 @@ def run_tune(cfg: ProjectConfig, on_progress: ProgressFn | None = None) -> TuneR
             target_modules=tcfg.lora.target_modules,
             task_type="CAUSAL_LM",
         )
-
-    out = Path(tcfg.output_dir)
     args = SFTConfig(
-        output_dir=str(out / "checkpoints"),
+        output_dir=str(Path(tcfg.output_dir) / "checkpoints"),
         num_train_epochs=tcfg.epochs,
         max_steps=tcfg.max_steps,
         per_device_train_batch_size=tcfg.batch_size,
@@ -104,7 +99,6 @@ def run_tune(cfg: ProjectConfig, on_progress: ProgressFn | None = None) -> TuneR
         use_cpu=device == "cpu",
         bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
         disable_tqdm=True,
-        dataset_num_proc=None,
     )
     trainer = SFTTrainer(
         model=model,
@@ -118,6 +112,21 @@ def run_tune(cfg: ProjectConfig, on_progress: ProgressFn | None = None) -> TuneR
     # The Trainer prints raw log dicts to stdout when tqdm is off; stdout belongs to --json output.
     trainer.remove_callback(PrinterCallback)
     _check_completion_mask(trainer)
+    return trainer
+
+
+def run_tune(cfg: ProjectConfig, on_progress: ProgressFn | None = None) -> TuneResult:
+    """Train per cfg.tune; writes the adapter (or full weights), tokenizer, manifest and metrics."""
+    tcfg = cfg.tune
+    started = time.time()
+    data_dir = Path(tcfg.data_dir)
+    train_rows = read_jsonl(data_dir / "train.jsonl")
+    val_rows = read_jsonl(data_dir / "validation.jsonl")
+    if not train_rows:
+        raise DataError(f"{data_dir / 'train.jsonl'} is empty", hint="check the prep report for what was removed")
+    trainer = build_trainer(cfg, train_rows, val_rows, on_progress)
+    tokenizer = trainer.processing_class
+    out = Path(tcfg.output_dir)
     eval_before = trainer.evaluate()["eval_loss"] if val_rows else None
     train_out = trainer.train()
     eval_after = trainer.evaluate()["eval_loss"] if val_rows else None
