@@ -31,7 +31,7 @@ demo: setup
 	$(BIN)/dvc repro
 	@# dvc skips an unchanged serve stage: make sure the server is really up
 	$(LLMOPS) serve status -c $(CONFIG) >/dev/null 2>&1 || $(LLMOPS) serve --detach -c $(CONFIG)
-	$(LLMOPS) serve ask -c $(CONFIG) "Hi, I was charged twice for my subscription this month, please help."
+	$(LLMOPS) serve ask -c $(CONFIG) "Hi, I was charged twice this month, please refund me."
 	$(LLMOPS) monitor -c $(CONFIG)
 	@echo "endpoint: $$(cat serve/endpoint.json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["url"])')/v1  (stop it with: make stop)"
 
