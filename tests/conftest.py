@@ -51,7 +51,7 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_corpus: Path) -> Path:
     """A random-initialised 2-layer Llama (hidden 128, 2 heads of 64) with a 512-token BPE tokenizer."""
-    from llmops_cli.config.schema import ScaffoldSection
+    from llmops_cli.model.config import ScaffoldSection
     from llmops_cli.model.scaffold import scaffold_model
 
     out = tmp_path_factory.mktemp("models") / "base"

@@ -44,11 +44,11 @@ def _root(
 
 
 app.command("prep")(prep_cmd.prep)
-app.command("tune")(tune_cmd.tune)
+app.add_typer(tune_cmd.app, name="tune")
 app.command("eval")(eval_cmd.evaluate)
 app.add_typer(register_cmd.app, name="register")
 app.add_typer(serve_cmd.app, name="serve")
-app.command("monitor")(monitor_cmd.monitor)
+app.add_typer(monitor_cmd.app, name="monitor")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(model_cmd.app, name="model")
 

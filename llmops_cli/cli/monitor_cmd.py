@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import typer
+
 from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project
 
+app = typer.Typer(help="Production health from the server's request log.")
 
-def monitor(config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
+
+@app.callback(invoke_without_command=True)
+def monitor(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
     """Summarise the server's request log (requests, errors, latency p50/p95, tokens); exit 1 on a breach."""
+    if ctx.invoked_subcommand is not None:
+        return
     with command(json_) as console:
         cfg = load_project(config, set_)
         from llmops_cli.errors import GateFailed

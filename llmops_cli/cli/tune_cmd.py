@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import typer
+
 from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project
 
+app = typer.Typer(help="Fine-tune the base model (LoRA or full) on prep's splits.")
 
-def tune(config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
+
+@app.callback(invoke_without_command=True)
+def tune(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
     """Fine-tune the base model (LoRA or full) on prep's splits; saves the adapter and a run manifest."""
+    if ctx.invoked_subcommand is not None:
+        return
     with command(json_) as console:
         cfg = load_project(config, set_)
         from llmops_cli.tune.train import run_tune

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmops_cli.config.schema import ModelSection
 from llmops_cli.errors import ConfigError
+from llmops_cli.model.config import ModelSection
 
 if TYPE_CHECKING:
     import torch

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from llmops_cli.config.schema import ScaffoldSection
 from llmops_cli.errors import DataError
+from llmops_cli.model.config import ScaffoldSection
 from llmops_cli.utils import atomic_write_json, hash_tree, tree_digest
 
 PAD, BOS, EOS = "<|endoftext|>", "<|im_start|>", "<|im_end|>"

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_cli.config.schema import MonitorSection
 from llmops_cli.errors import DataError
+from llmops_cli.monitor.config import MonitorSection
 from llmops_cli.utils import atomic_write_json
 
 

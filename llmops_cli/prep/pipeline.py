@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmops_cli.config.schema import PrepSection, SourceSpec
 from llmops_cli.errors import DataError
 from llmops_cli.prep.clean import dedup_key, find_pii, normalize_text, redact_pii
+from llmops_cli.prep.config import PrepSection, SourceSpec
 from llmops_cli.prep.readers import RawRow, expand_source, read_rows
 from llmops_cli.utils import atomic_write_json, atomic_write_jsonl, sha256_file
 

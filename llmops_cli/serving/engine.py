@@ -32,7 +32,7 @@ class TransformersEngine:
         return self.model is not None
 
     def load(self) -> None:
-        from llmops_cli.config.schema import ModelSection
+        from llmops_cli.model.config import ModelSection
         from llmops_cli.model.loading import is_adapter_dir, load_causal_lm, load_tokenizer
 
         try:

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from llmops_cli.config.schema import MonitorSection
 from llmops_cli.errors import DataError
+from llmops_cli.monitor.config import MonitorSection
 from llmops_cli.monitor.summary import percentile, summarize
 
 

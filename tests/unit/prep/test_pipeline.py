@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from llmops_cli.config.schema import PrepSection
 from llmops_cli.errors import DataError
+from llmops_cli.prep.config import PrepSection
 from llmops_cli.prep.pipeline import assign_split, run_prep
 from tests.conftest import make_rows, write_jsonl
 
