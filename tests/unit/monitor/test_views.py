@@ -1,0 +1,90 @@
+"""The HTML report (structure checked with html.parser: no headless browser here) and the watch frames."""
+
+from html.parser import HTMLParser
+
+from llmops_cli.monitor.config import MonitorSection
+from llmops_cli.monitor.report import render_html, write_report
+from llmops_cli.monitor.summary import summarize
+from llmops_cli.monitor.watch import render_frame, watch
+from tests.unit.monitor.logdata import PROMPTS, T0, request, train_file, write_log
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.stack, self.counts, self.ids, self.text, self.errors = [], {}, set(), [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.counts[tag] = self.counts.get(tag, 0) + 1
+        self.ids.update(v for k, v in attrs if k == "id")
+        if tag not in ("meta", "br", "img", "input", "link") and not tag.startswith("svg:"):
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.counts[tag] = self.counts.get(tag, 0) + 1
+
+    def handle_endtag(self, tag):
+        if tag in ("meta", "br", "img", "input", "link"):
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unbalanced </{tag}> (open: {self.stack[-3:]})")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _result(tmp_path):
+    train = train_file(tmp_path / "train.jsonl")
+    recs = [request(i, "good:1", ts=T0 + 600 * i, latency_ms=20 + i, prompt=PROMPTS[i % 5], response="billing")
+            for i in range(60)]
+    recs += [request(100 + i, "<script>alert(1)</script>", ts=T0 + 600 * i, latency_ms=900,
+                     status=500 if i % 3 else 200, prompt="ganz andere Sprache hier " * 5,
+                     response="I'm sorry, I cannot help") for i in range(60)]
+    write_log(tmp_path / "requests.jsonl", recs)
+    write_log(tmp_path / "feedback.jsonl",
+              [{"response_id": f"chatcmpl-req-{i}", "rating": 1 + i % 5} for i in range(20)])
+    cfg = MonitorSection(request_log=str(tmp_path / "requests.jsonl"), feedback_log=str(tmp_path / "feedback.jsonl"),
+                         output=str(tmp_path / "m.json"), drift={"train_data": str(train)},
+                         alerts=["error_rate > 0.1"])
+    return summarize(cfg)
+
+
+def test_html_report_is_well_formed_with_plots_and_escaped_user_data(tmp_path):
+    result = _result(tmp_path)
+    path = write_report(result, str(tmp_path / "out/report.html"), title="demo & co")
+    page = (tmp_path / "out/report.html").read_text()
+    assert path.endswith("report.html") and page.startswith("<!DOCTYPE html>")
+    parser = _Tags()
+    parser.feed(page)
+    assert parser.errors == [] and parser.stack == []
+    assert {"alerts", "health", "drift"} <= parser.ids
+    assert parser.counts["svg"] == 3  # latency over time, prompt-length drift, feedback ratings
+    assert parser.counts["table"] == 3
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    text = " ".join(parser.text)
+    assert "FIRING" in text and "demo & co" in text
+    assert "<?xml" not in page  # SVG prolog stripped: invalid inside HTML
+
+
+def test_report_without_drift_or_feedback_still_renders(tmp_path):
+    write_log(tmp_path / "requests.jsonl", [request(i) for i in range(3)])
+    cfg = MonitorSection(request_log=str(tmp_path / "requests.jsonl"), feedback_log=str(tmp_path / "none.jsonl"),
+                         output=str(tmp_path / "m.json"), drift={"train_data": str(tmp_path / "none.jsonl")})
+    page = render_html(summarize(cfg))
+    assert page.count("<svg") == 1 and "drift skipped" in page
+
+
+def test_watch_renders_frames_and_stops_after_iterations(tmp_path):
+    from rich.console import Console
+
+    result = _result(tmp_path)
+    screen = Console(record=True, width=200, file=open(tmp_path / "screen.txt", "w"))  # noqa: SIM115
+    screen.print(render_frame(result))
+    text = screen.export_text()
+    assert "good:1" in text and "<script>alert(1)</script>" in text  # rich Text: no markup interpretation
+    assert "alerts (" in text and "error_rate" in text and "p95 ms" in text
+    calls, sleeps = [], []
+    last = watch(lambda: result, calls.append, interval_s=2.0, iterations=3, sleep=sleeps.append)
+    assert len(calls) == 3 and sleeps == [2.0, 2.0] and last is result
