@@ -8,18 +8,58 @@ from pydantic import Field, model_validator
 
 from llmops_cli.config.base import Section
 
+Schema = Literal["auto", "prompt_completion", "alpaca", "messages", "sharegpt", "text"]
+
 
 class SourceSpec(Section):
-    path: str = Field(description="A jsonl, json or csv file, or a glob of them.")
+    path: str | None = Field(
+        None,
+        description="A jsonl, json, csv or parquet file, a glob of them, or a Hugging Face save_to_disk directory.",
+    )
+    hub: str | None = Field(
+        None, description="A Hugging Face hub dataset id (owner/name), read when the hub is reachable."
+    )
+    split: str | None = Field(
+        None, description="Split to read from a hub dataset or a saved DatasetDict (default: train / all)."
+    )
+    schema_: Schema | None = Field(
+        None, alias="schema", description="Override prep.schema for this source."
+    )
     prompt_field: str | None = Field(None, description="Override prep.fields.prompt for this source.")
     completion_field: str | None = Field(None, description="Override prep.fields.completion for this source.")
+    weight: float = Field(
+        1.0, gt=0, le=1,
+        description="Fraction of this source's rows to keep (a deterministic hash sample); the rest are "
+                    "quarantined as `sampled_out`.",
+    )
+    max_rows: int | None = Field(
+        None, ge=1, description="Keep at most this many rows of the source (a deterministic hash sample)."
+    )
+
+    @model_validator(mode="after")
+    def _one_location(self) -> SourceSpec:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of `path` (files, a glob or a directory) or `hub` (a dataset id)")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.path if self.path is not None else f"hub:{self.hub}"
 
 
 class FieldMap(Section):
     id: str | None = Field("id", description="Row id field (optional; a content hash is used when absent).")
-    prompt: str = Field("prompt", description="Field holding the user prompt.")
-    completion: str = Field("completion", description="Field holding the target completion.")
+    prompt: str = Field("prompt", description="Field holding the user prompt (prompt_completion schema).")
+    completion: str = Field("completion", description="Field holding the target completion (prompt_completion).")
     label: str | None = Field(None, description="Optional label field, reported as a distribution.")
+    system: str | None = Field("system", description="Per-row system prompt field, if present.")
+    instruction: str = Field("instruction", description="Alpaca: the instruction field.")
+    input: str = Field("input", description="Alpaca: the optional input (context) field.")
+    output: str = Field("output", description="Alpaca: the answer field.")
+    messages: str = Field(
+        "messages", description="Chat: the list of turns (OpenAI `messages` or ShareGPT `conversations`)."
+    )
+    text: str = Field("text", description="Raw text for continued pre-training (text schema).")
 
 
 class SplitSpec(Section):
@@ -27,6 +67,11 @@ class SplitSpec(Section):
     test: float = Field(0.1, ge=0, lt=1, description="Fraction of rows in the test split.")
     salt: str = Field(
         "llmops", description="Salt of the hash that assigns rows to splits; change it to reshuffle."
+    )
+    stratify: bool = Field(
+        False,
+        description="Stratify by the label field: exact per-label fractions (rows are ranked by their hash "
+                    "within each label, so an append can move a row that sits on a quota boundary).",
     )
 
     @model_validator(mode="after")
@@ -39,9 +84,56 @@ class SplitSpec(Section):
 PiiAction = Literal["redact", "drop", "keep"]
 
 
+def _pii(action: str, what: str) -> PiiAction:
+    return Field(action, description=f"What to do with {what}: redact, drop the row, or keep.")  # type: ignore[return-value]
+
+
 class PiiSpec(Section):
-    email: PiiAction = Field("redact", description="What to do with email addresses: redact, drop the row, keep.")
-    phone: PiiAction = Field("redact", description="What to do with phone numbers: redact, drop the row, keep.")
+    email: PiiAction = _pii("redact", "email addresses")
+    phone: PiiAction = _pii("redact", "phone numbers")
+    credit_card: PiiAction = _pii("redact", "credit card numbers (Luhn-checked)")
+    ip: PiiAction = _pii("redact", "IPv4 and IPv6 addresses")
+    iban: PiiAction = _pii("redact", "IBANs (mod-97 checked)")
+    aws_key: PiiAction = _pii("drop", "AWS access key ids")
+    github_token: PiiAction = _pii("drop", "GitHub tokens (ghp_, github_pat_, …)")
+    openai_key: PiiAction = _pii("drop", "OpenAI-style API keys (sk-…)")
+    private_key: PiiAction = _pii("drop", "PEM private key blocks")
+
+
+class NearDupSpec(Section):
+    enabled: bool = Field(True, description="Remove near-duplicates with MinHash LSH (datasketch).")
+    threshold: float = Field(0.8, gt=0, lt=1, description="Estimated Jaccard similarity at which rows are near-dups.")
+    num_perm: int = Field(64, ge=16, le=512, description="MinHash permutations (more: slower, more precise).")
+    ngram: int = Field(3, ge=1, le=10, description="Word n-gram size of the shingles.")
+
+
+class TokenizeSpec(Section):
+    enabled: bool = Field(
+        True,
+        description="Render examples with the chat template, count tokens, record the trainable-token mask, "
+                    "check EOS and write the tokenization cache (needs the base model's tokenizer).",
+    )
+    tokenizer: str | None = Field(None, description="Tokenizer to use (default: model.base).")
+    template: str | None = Field(
+        None,
+        description="Chat template: null = the tokenizer's own, `chatml` = the bundled ChatML template, "
+                    "or a path to a .jinja file.",
+    )
+    min_tokens: int = Field(0, ge=0, description="Rows whose rendered example has fewer tokens are quarantined.")
+    max_tokens: int | None = Field(
+        None, ge=1, description="Rows whose rendered example has more tokens are quarantined (null: no limit)."
+    )
+    require_eos: bool = Field(
+        True, description="Fail when a rendered example does not end its answer with the tokenizer's EOS token."
+    )
+
+
+class LanguageSpec(Section):
+    keep: list[str] | None = Field(
+        None, description="ISO 639-1 codes to keep (e.g. [en, de]); null turns the language filter off."
+    )
+    min_chars: int = Field(20, ge=0, description="Rows shorter than this are not language-checked (too noisy).")
+    seed: int = Field(0, description="langdetect seed, so that detection is deterministic.")
 
 
 class PrepSection(Section):
@@ -49,12 +141,31 @@ class PrepSection(Section):
         default_factory=lambda: [SourceSpec(path="data/raw/*.jsonl")],
         description="Input files; each row ends in a split or in the quarantine file.",
     )
+    schema_: Schema = Field(
+        "auto", alias="schema",
+        description="Row schema: prompt_completion, alpaca, messages (OpenAI), sharegpt, text, or auto "
+                    "(detected per file from the fields present).",
+    )
     fields: FieldMap = Field(default_factory=FieldMap, description="Which input fields hold what.")
     system_prompt: str | None = Field(None, description="System prompt put before every example.")
     min_chars: int = Field(1, ge=0, description="Rows whose prompt is shorter (after cleaning) are quarantined.")
     max_chars: int = Field(8000, ge=1, description="Rows whose prompt is longer are quarantined.")
+    max_row_bytes: int = Field(
+        1_000_000, ge=1, description="Rows larger than this (raw bytes) are quarantined unparsed as `too_large`."
+    )
     dedup: bool = Field(True, description="Quarantine exact duplicates (after normalising case and spaces).")
+    near_dup: NearDupSpec = Field(default_factory=NearDupSpec, description="Near-duplicate removal across splits.")
     pii: PiiSpec = Field(default_factory=PiiSpec, description="PII policy per type.")
+    language: LanguageSpec = Field(default_factory=LanguageSpec, description="Optional language filter.")
+    tokenize: TokenizeSpec = Field(default_factory=TokenizeSpec, description="Chat template and token checks.")
     splits: SplitSpec = Field(default_factory=SplitSpec, description="Deterministic hash-based splits.")
-    output_dir: str = Field("data/processed", description="Where train/validation/test/quarantine jsonl go.")
+    output_dir: str = Field(
+        "data/processed", description="Where train/validation/test/quarantine jsonl, parquet and the cache go."
+    )
     report: str = Field("reports/prep.json", description="Prep report (counts per source, filter and split).")
+
+    @model_validator(mode="after")
+    def _stratify_needs_a_label(self) -> PrepSection:
+        if self.splits.stratify and not self.fields.label:
+            raise ValueError("splits.stratify needs a label field: set prep.fields.label")
+        return self

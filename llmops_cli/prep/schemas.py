@@ -1,0 +1,159 @@
+"""Input schemas -> one example shape.
+
+Supported: prompt/completion, Alpaca (instruction/input/output), OpenAI `messages`, ShareGPT
+`conversations` ({from, value}) and raw text for continued pre-training. `auto` detects the schema
+per file from the first row that matches one. A record that does not fit its file's schema is
+quarantined with a reason (`missing_field`, `wrong_type`, `empty`, `bad_conversation`).
+
+Example (SFT): {"prompt", "completion", "system"?, "history"?}; history holds earlier turns of a
+multi-turn conversation as [{"role", "content"}]. Example (text): {"text"}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from llmops_cli.prep.clean import normalize_text
+from llmops_cli.prep.config import FieldMap
+
+CHAT_SCHEMAS = ("prompt_completion", "alpaca", "messages", "sharegpt")
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "chatgpt": "assistant", "bot": "assistant", "model": "assistant", "system": "system"}
+
+
+class Reject(Exception):  # noqa: N818 - control flow, not an error the user sees
+    """A record that cannot become an example: quarantine reason and detail."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class FieldNames:
+    """FieldMap with a source's overrides applied."""
+
+    prompt: str
+    completion: str
+    fields: FieldMap
+
+
+def detect_schema(record: dict[str, Any], f: FieldNames) -> str | None:
+    """The schema a record looks like, or None."""
+    for key in (f.fields.messages, "messages", "conversations"):
+        turns = record.get(key)
+        if isinstance(turns, list) and turns and isinstance(turns[0], dict):
+            return "sharegpt" if "from" in turns[0] or "value" in turns[0] else "messages"
+    if f.prompt in record and f.completion in record:
+        return "prompt_completion"
+    if f.fields.instruction in record and f.fields.output in record:
+        return "alpaca"
+    if f.fields.text in record:
+        return "text"
+    return None
+
+
+def kind_of(schema: str) -> str:
+    """`chat` for supervised schemas, `text` for pre-training text (the two cannot be mixed)."""
+    return "text" if schema == "text" else "chat"
+
+
+def _text(record: dict[str, Any], name: str, required: bool = True) -> str:
+    if name not in record or record[name] is None:
+        if required:
+            raise Reject("missing_field", f"no {name!r} field")
+        return ""
+    value = record[name]
+    if not isinstance(value, str):
+        raise Reject("wrong_type", f"{name!r} is a {type(value).__name__}, expected a string")
+    return normalize_text(value)
+
+
+def _nonempty(value: str, name: str) -> str:
+    if not value:
+        raise Reject("empty", f"{name!r} is empty after cleaning")
+    return value
+
+
+def _content(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        return normalize_text(value)
+    if isinstance(value, list):  # OpenAI content parts: only text parts can be trained on
+        parts = []
+        for part in value:
+            if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+                raise Reject("wrong_type", f"{where}: only text content parts are supported")
+            parts.append(part["text"])
+        return normalize_text("\n".join(parts))
+    raise Reject("wrong_type", f"{where}: content is a {type(value).__name__}, expected a string")
+
+
+def _turns(record: dict[str, Any], schema: str, f: FieldNames) -> list[dict[str, str]]:
+    names = (f.fields.messages, "messages") if schema == "messages" else (f.fields.messages, "conversations")
+    key = next((n for n in names if n in record), None)
+    if key is None or record[key] is None:
+        raise Reject("missing_field", f"no {names[0]!r} field")
+    turns = record[key]
+    if not isinstance(turns, list):
+        raise Reject("wrong_type", f"{key!r} is a {type(turns).__name__}, expected a list of turns")
+    out = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise Reject("wrong_type", f"{key}[{i}] is a {type(turn).__name__}, expected an object")
+        if schema == "messages":
+            role, content = turn.get("role"), turn.get("content")
+        else:
+            role, content = SHAREGPT_ROLES.get(str(turn.get("from", "")).lower()), turn.get("value")
+        if role not in ("system", "user", "assistant"):
+            raise Reject("bad_conversation", f"{key}[{i}]: unknown role {turn.get('role', turn.get('from'))!r}")
+        out.append({"role": role, "content": _content(content, f"{key}[{i}]")})
+    return out
+
+
+def to_example(record: dict[str, Any], schema: str, f: FieldNames) -> dict[str, Any]:
+    """Map one record to an example (raises Reject)."""
+    if schema == "text":
+        return {"text": _nonempty(_text(record, f.fields.text), f.fields.text)}
+    system = _text(record, f.fields.system, required=False) if f.fields.system else ""
+    if schema == "prompt_completion":
+        ex = {"prompt": _nonempty(_text(record, f.prompt), f.prompt),
+              "completion": _nonempty(_text(record, f.completion), f.completion)}
+    elif schema == "alpaca":
+        instruction = _nonempty(_text(record, f.fields.instruction), f.fields.instruction)
+        context = _text(record, f.fields.input, required=False)
+        ex = {"prompt": f"{instruction}\n\n{context}" if context else instruction,
+              "completion": _nonempty(_text(record, f.fields.output), f.fields.output)}
+    else:
+        turns = _turns(record, schema, f)
+        if turns and turns[0]["role"] == "system":
+            system = system or turns[0]["content"]
+            turns = turns[1:]
+        if len(turns) < 2 or turns[-1]["role"] != "assistant" or turns[-2]["role"] != "user":
+            raise Reject("bad_conversation", "a conversation must end with a user turn and then an assistant turn")
+        if any(t["role"] == "system" for t in turns):
+            raise Reject("bad_conversation", "a system turn is only allowed first")
+        for i, t in enumerate(turns):
+            _nonempty(t["content"], f"turn {i}")
+        ex = {"prompt": turns[-2]["content"], "completion": turns[-1]["content"]}
+        if len(turns) > 2:
+            ex["history"] = turns[:-2]
+    if system:
+        ex["system"] = system
+    return ex
+
+
+def example_messages(ex: dict[str, Any], system_prompt: str | None = None) -> list[dict[str, str]]:
+    """The conversation an SFT example trains on: system, history, prompt, answer."""
+    system = ex.get("system") or system_prompt
+    head = [{"role": "system", "content": system}] if system else []
+    return [*head, *ex.get("history", []), {"role": "user", "content": ex["prompt"]},
+            {"role": "assistant", "content": ex["completion"]}]
+
+
+def example_texts(ex: dict[str, Any]) -> list[str]:
+    """Every text field of an example (what PII detection and dedup look at)."""
+    if "text" in ex:
+        return [ex["text"]]
+    return [ex.get("system", ""), *(t["content"] for t in ex.get("history", [])), ex["prompt"], ex["completion"]]
