@@ -1,7 +1,8 @@
-"""`llmops serve` (start; --detach for background), `serve status`, `serve stop`."""
+"""`llmops serve` (start; --detach for background), `serve status|stop|reload|ask`."""
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -25,9 +26,9 @@ def serve(
         cfg = load_project(config, set_)
         from llmops_cli.serving import lifecycle
 
-        backend, why = lifecycle.select_backend(cfg.serve.backend)
-        console.info(f"backend: {backend} ({why})")
         served = lifecycle.resolve_source(cfg)
+        backend, why = lifecycle.select_backend(cfg.serve.backend, cfg.serve.vllm.python, served.requires_merge)
+        console.info(f"backend: {backend} ({why})")
         spec = lifecycle.build_spec(cfg, served, backend)
         url = lifecycle.url_of(spec)
         if detach:
@@ -38,12 +39,17 @@ def serve(
             return
         import uvicorn
 
-        from llmops_cli.serving.app import _keys_from_env, create_app
+        from llmops_cli.serving.app import create_app, load_api_keys
 
         lifecycle.check_port_free(spec["host"], spec["port"])
-        spec["api_keys"] = _keys_from_env(spec["api_keys_env"])
+        keys = load_api_keys(spec["api_keys_env"], spec["api_keys_file"])
+        lifecycle.announce_foreground(spec, cfg.serve.endpoint_file)  # so that status/reload/stop find it
         console.info(f"serving {served.model_ref} at {url} (Ctrl-C to stop)")
-        uvicorn.run(create_app(spec), host=spec["host"], port=spec["port"], log_level="warning")
+        try:
+            uvicorn.run(create_app({**spec, "api_keys": keys}), host=spec["host"], port=spec["port"],
+                        log_level="warning")
+        finally:
+            lifecycle.forget_endpoint(cfg.serve.endpoint_file, os.getpid())
 
 
 @app.command("status")
@@ -57,7 +63,9 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False
         ok = info.get("running") and info.get("ready")
         console.result(info, f"{info['model_ref']} ready at {info['url']} (pid {info['pid']})" if ok else None)
         if not ok:
-            console.warn("server not running" + (f": {info['reason']}" if "reason" in info else ""))
+            why = info.get("reason") or info.get("error")
+            console.warn(("server not ready" if info.get("running") else "server not running")
+                         + (f": {why}" if why else ""))
             raise typer.Exit(1)
 
 
@@ -72,6 +80,25 @@ def stop(config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) 
         console.result({"stopped": stopped}, "server stopped" if stopped else "no server was running")
 
 
+@app.command("reload")
+def reload(
+    source: Annotated[str | None, typer.Argument(help="Registry reference to serve (default: serve.source).")]
+    = None,
+    config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
+) -> None:
+    """Switch the running server to another version without failing requests in flight."""
+    with command(json_) as console:
+        cfg = load_project(config, set_)
+        from llmops_cli.serving.lifecycle import reload_server
+
+        endpoint = reload_server(cfg, source)
+        if endpoint.get("unchanged"):
+            console.result(endpoint, f"already serving {endpoint['model_ref']} at {endpoint['url']}")
+        else:
+            console.result(endpoint, f"now serving {endpoint['model_ref']} at {endpoint['url']} "
+                                     f"(was {endpoint.get('previous_model_ref')})")
+
+
 @app.command("ask")
 def ask(
     message: Annotated[str, typer.Argument(help="The user message to send.")],
@@ -79,14 +106,14 @@ def ask(
     max_tokens: Annotated[int, typer.Option(help="Completion budget.")] = 16,
 ) -> None:
     """Send one chat request to the running server and print the answer (a smoke test)."""
-    import os
-
     with command(json_) as console:
         cfg = load_project(config, set_)
+        from llmops_cli.serving.app import load_api_keys
         from llmops_cli.serving.client import chat_once
 
-        reply = chat_once(cfg.serve.endpoint_file, message, max_tokens,
-                          api_key=(os.environ.get(cfg.serve.api_keys_env, "").split(",")[0] or None))
+        keys = load_api_keys(cfg.serve.api_keys_env, cfg.serve.api_keys_file) if (
+            cfg.serve.api_keys_file is None or os.path.isfile(cfg.serve.api_keys_file)) else []
+        reply = chat_once(cfg.serve.endpoint_file, message, max_tokens, api_key=keys[0] if keys else None)
         console.info(f"POST {reply['url']}/v1/chat/completions  model={reply['model']}")
         console.info(f"user: {message}")
         if not json_:

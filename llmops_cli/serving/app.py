@@ -1,12 +1,19 @@
-"""The HTTP server: OpenAI-compatible routes, API keys, JSONL request log, health and readiness.
+"""The gateway: one OpenAI-compatible front door over any backend.
 
-Run as `python -m llmops_cli.serving.app SPEC.json` (that is what `llmops serve` starts).
+It owns what every backend needs and vLLM alone does not give: API keys (constant-time compare),
+request validation with OpenAI-style 4xx errors, a JSONL request log for `monitor` (PII-redacted,
+sampled, size-bounded with rotation), POST /v1/feedback, Prometheus /metrics, /health and /ready,
+and an authenticated /admin/reload that swaps the served model without failing requests in flight.
+
+Run as `python -m llmops_cli.serving.app SPEC.json` (that is what `llmops serve --detach` starts).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import os
+import random
 import threading
 import time
 import uuid
@@ -16,16 +23,29 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from llmops_cli.serving.engine import TransformersEngine, now
+from llmops_cli.serving.backends import ApiError, Backend, ModelSpec, Reply
+
+MAX_LOGGED_CHARS = 4000  # a logged prompt or response is cut here: the log is for monitoring, not archiving
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str
     content: str
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts(cls, value: Any) -> Any:
+        """OpenAI's list-of-parts form is accepted for text parts (joined); other parts are refused."""
+        if isinstance(value, list):
+            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                       for p in value):
+                raise ValueError("only text content parts ({'type': 'text', 'text': ...}) are supported")
+            return "".join(p["text"] for p in value)
+        return value
 
 
 class ChatRequest(BaseModel):
@@ -34,7 +54,7 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(0.0, ge=0, le=2)
+    temperature: float | None = Field(None, ge=0, le=2)
     stop: str | list[str] | None = None
     stream: bool = False
 
@@ -44,75 +64,269 @@ class CompletionRequest(BaseModel):
     model: str
     prompt: str
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(0.0, ge=0, le=2)
+    temperature: float | None = Field(None, ge=0, le=2)
     stop: str | list[str] | None = None
     stream: bool = False
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None):
-        self.status, self.message, self.kind, self.code = status, message, kind, code
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    response_id: str = Field(min_length=1, max_length=200)
+    rating: int = Field(ge=1, le=5)
+    comment: str | None = Field(None, max_length=10_000)
+    correction: str | None = Field(None, max_length=100_000)
 
 
-class RequestLog:
-    """Append-only JSONL log, one line per request; the lock keeps lines whole under concurrency."""
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model_dir: str
+    model_ref: str
+    model_name: str
+    lora_rank: int | None = None
+    aliases: list[str] = Field(default_factory=list)
 
-    def __init__(self, path: str) -> None:
+
+class JsonlLog:
+    """Append-only JSONL with size-bounded rotation (<file>.1 is the newest rotated file).
+
+    One lock keeps lines whole under concurrency; the file stays open between writes and every line
+    is flushed, so a reader (monitor) never sees half a line except the one being written.
+    """
+
+    def __init__(self, path: str, max_bytes: int = 50_000_000, backups: int = 5) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_bytes, self.backups = max_bytes, backups
         self._lock = threading.Lock()
+        self._fh: Any = None
+        self._size = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False) + "\n"
-        with self._lock, self.path.open("a", encoding="utf-8") as fh:
-            fh.write(line)
+        data = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        with self._lock:
+            if self._fh is None:
+                self._open()
+            if self._size and self._size + len(data) > self.max_bytes:
+                self._rotate()
+            self._fh.write(data)
+            self._fh.flush()
+            self._size += len(data)
+
+    def _open(self) -> None:
+        self._fh = open(self.path, "ab")  # noqa: SIM115 - kept open across writes, closed by close()/rotation
+        self._size = self._fh.tell()
+
+    def _rotate(self) -> None:
+        self._fh.close()
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+        else:
+            Path(f"{self.path}.{self.backups}").unlink(missing_ok=True)
+            for i in range(self.backups - 1, 0, -1):
+                older = Path(f"{self.path}.{i}")
+                if older.exists():
+                    os.replace(older, f"{self.path}.{i + 1}")
+            os.replace(self.path, f"{self.path}.1")
+        self._open()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
 
 
-def create_app(spec: dict[str, Any], engine: TransformersEngine | None = None) -> FastAPI:
-    """Build the app for a serve spec (see serving/lifecycle.py for its fields)."""
-    engine = engine or TransformersEngine(spec["base"], spec["model_dir"])
-    served = spec["model_name"]
-    aliases = {served, *spec.get("model_aliases", [])}
+class Metrics:
+    """Prometheus metrics in a registry of their own (no process-global state)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("llmops_requests", "Requests to /v1 routes.", ["path", "status", "model"],
+                                registry=self.registry)
+        self.latency = Histogram("llmops_request_latency_seconds", "Request latency (to the last byte).", ["path"],
+                                 registry=self.registry,
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120))
+        self.ttft = Histogram("llmops_time_to_first_token_seconds", "Time to first streamed byte.", ["path"],
+                              registry=self.registry, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.tokens = Counter("llmops_tokens", "Tokens processed.", ["direction", "model"], registry=self.registry)
+        self.errors = Counter("llmops_errors", "Error answers by code.", ["code"], registry=self.registry)
+        self.feedback = Counter("llmops_feedback", "Feedback received by rating.", ["rating"], registry=self.registry)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+def load_api_keys(env_name: str | None, keys_file: str | None) -> list[str]:
+    """Keys from the environment variable (comma-separated) and the file (one per line, # comments)."""
+    keys = [k.strip() for k in os.environ.get(env_name or "", "").split(",") if k.strip()]
+    if keys_file:
+        for line in Path(keys_file).read_text(encoding="utf-8").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                keys.append(line)
+    return keys
+
+
+def key_matches(given: str, keys: list[str]) -> bool:
+    """Constant-time against every key: no early exit that would tell how many keys were tried."""
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given.encode(), key.encode())
+    return found
+
+
+def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
+    """Build the gateway for a serve spec (see serving/lifecycle.py:build_spec for its fields)."""
+    from llmops_cli.prep.clean import redact_pii
+
+    if backend is None:
+        backend = make_backend(spec)
     keys = [k for k in spec.get("api_keys", []) if k]
-    log = RequestLog(spec["request_log"])
-    ref = spec.get("model_ref", served)
+    admin_token = spec.get("admin_token")
+    log = JsonlLog(spec["request_log"], spec.get("log_max_bytes", 50_000_000), spec.get("log_backups", 5))
+    feedback_path = spec.get("feedback_log") or str(Path(spec["request_log"]).with_name("feedback.jsonl"))
+    feedback_log = JsonlLog(feedback_path, spec.get("log_max_bytes", 50_000_000), spec.get("log_backups", 5))
+    log_content = spec.get("log_content", True)
+    redact_kinds = spec.get("log_redact", ["email", "phone"])
+    sample_rate = float(spec.get("log_sample_rate", 1.0))
+    max_body = int(spec.get("max_body_bytes", 1_000_000))
+    rng = random.Random()
+    metrics = Metrics()
+    served = spec["model_name"]
+    current = {"ref": spec.get("model_ref", served),
+               "aliases": {served, spec.get("model_ref", served), *spec.get("model_aliases", [])}}
+
+    def redact(text: Any) -> str | None:
+        if not isinstance(text, str):
+            return None
+        return redact_pii(text[:MAX_LOGGED_CHARS], redact_kinds)
+
+    def record(request: Request, rid: str, status: int, started: float, meta: dict[str, Any],
+               error: str | None, code: str | None = None, ttft_ms: float | None = None,
+               prompt: str | None = None) -> None:
+        latency = time.perf_counter() - started
+        path = request.scope["path"]  # cheaper than building request.url
+        ref = meta.get("model") or current["ref"]
+        metrics.requests.labels(path, str(status), ref).inc()
+        metrics.latency.labels(path).observe(latency)
+        if ttft_ms is not None:
+            metrics.ttft.labels(path).observe(ttft_ms / 1000)
+        if meta.get("prompt_tokens"):
+            metrics.tokens.labels("in", ref).inc(meta["prompt_tokens"])
+        if meta.get("completion_tokens"):
+            metrics.tokens.labels("out", ref).inc(meta["completion_tokens"])
+        if status >= 400 or error:
+            metrics.errors.labels(code or str(status)).inc()
+        elif sample_rate < 1 and rng.random() >= sample_rate:
+            return  # sampled out: successful requests only; errors are always logged
+        entry = {
+            "ts": time.time(), "request_id": rid, "response_id": meta.get("response_id") if status < 400 else None,
+            "method": request.method, "path": path, "status": status, "latency_ms": round(latency * 1000, 2),
+            "ttft_ms": ttft_ms, "model": ref, "backend": backend.name,
+            "prompt_tokens": meta.get("prompt_tokens"), "completion_tokens": meta.get("completion_tokens"),
+            "finish_reason": meta.get("finish_reason"), "error": error,
+        }
+        if log_content and path in ("/v1/chat/completions", "/v1/completions"):
+            entry["prompt"] = redact(prompt)
+            entry["response"] = redact(meta.get("text"))
+        log.write(entry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Load in the background so that /health answers at once and /ready reports progress.
-        threading.Thread(target=_safe_load, args=(engine,), daemon=True).start()
-        yield
+        threading.Thread(target=_safe_start, args=(backend,), daemon=True).start()
+        try:
+            yield
+        finally:
+            await backend.aclose()
+            backend.stop()
+            log.close()
+            feedback_log.close()
 
-    app = FastAPI(title="llmops", docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.state.engine = engine
+    app = FastAPI(title="llmops gateway", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.backend = backend
+    app.state.current = current
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next: Any) -> Any:
+    def authorize(request: Request) -> None:
+        if not keys:
+            return
+        given = request.headers.get("authorization", "")
+        given = given[7:].strip() if given[:7].lower() == "bearer " else ""
+        if not key_matches(given, keys):
+            raise ApiError(401, "invalid or missing API key (send Authorization: Bearer KEY)",
+                           "authentication_error", "invalid_api_key")
+
+    async def read_json(request: Request) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_body:
+            raise ApiError(413, f"request body is larger than {max_body} bytes", code="request_too_large")
+        raw = await request.body()
+        if len(raw) > max_body:
+            raise ApiError(413, f"request body is larger than {max_body} bytes", code="request_too_large")
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+
+    def parse(model: type[BaseModel], data: Any) -> Any:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise ApiError(400, f"{where}: {first['msg']}", code="invalid_value") from None
+
+    async def generate(request: Request, kind: str) -> Response:
         started = time.perf_counter()
-        request.state.info = {}
         rid = f"req-{uuid.uuid4().hex[:16]}"
-        request.state.request_id = rid
-        if keys and request.url.path.startswith("/v1/"):
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
-                response = _error(ApiError(401, "invalid or missing API key", "authentication_error",
-                                           "invalid_api_key"))
-                _log(log, request, rid, response.status_code, started, ref)
-                return response
-        response = await call_next(request)
-        if request.url.path.startswith("/v1/"):
-            _log(log, request, rid, response.status_code, started, ref)
-        return response
+        prompt: str | None = None
+        try:
+            authorize(request)
+            data = await read_json(request)
+            body = parse(ChatRequest if kind == "chat" else CompletionRequest, data)
+            if body.model not in current["aliases"]:
+                raise ApiError(404, f"model {body.model!r} does not exist; this server serves "
+                                    f"{sorted(current['aliases'])}", code="model_not_found")
+            payload = body.model_dump(exclude_none=True)
+            prompt = payload["prompt"] if kind == "completion" else next(
+                (m["content"] for m in reversed(payload["messages"]) if m["role"] == "user"),
+                payload["messages"][-1]["content"])
+            ref = current["ref"]  # the version this request is answered by, even if a reload happens meanwhile
+            reply = await backend.handle(kind, payload, rid)
+        except ApiError as exc:
+            record(request, rid, exc.status, started, {}, exc.message, exc.code, prompt=prompt)
+            return _error(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug must still answer in OpenAI shape and be logged
+            record(request, rid, 500, started, {}, f"{type(exc).__name__}: {exc}", "server_error", prompt=prompt)
+            return _error(ApiError(500, "internal error", "server_error"))
+        reply.meta.setdefault("model", ref)
+        if reply.chunks is None:
+            record(request, rid, reply.status, started, reply.meta, None, prompt=prompt)
+            return JSONResponse(reply.body, status_code=reply.status)
+        return StreamingResponse(_logged_stream(reply, request, rid, started, prompt), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        request.state.info["error"] = exc.message
-        return _error(exc)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        request.state.info["error"] = f"{type(exc).__name__}"
-        return _error(ApiError(500, "internal error", "server_error"))
+    async def _logged_stream(reply: Reply, request: Request, rid: str, started: float,
+                             prompt: str | None) -> AsyncIterator[bytes]:
+        ttft: float | None = None
+        error: str | None = None
+        try:
+            async for chunk in reply.chunks:  # type: ignore[union-attr]
+                if ttft is None:
+                    ttft = round((time.perf_counter() - started) * 1000, 2)
+                yield chunk
+        except Exception as exc:  # noqa: BLE001 - the client sees the stream end; the log says why
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            error = error or reply.meta.get("error")
+            if error is None and reply.meta.get("finish_reason") is None:
+                error = "client disconnected"
+            record(request, rid, reply.status, started, reply.meta, error, "stream_error" if error else None,
+                   ttft_ms=ttft, prompt=prompt)
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -120,117 +334,112 @@ def create_app(spec: dict[str, Any], engine: TransformersEngine | None = None) -
 
     @app.get("/ready")
     def ready() -> JSONResponse:
-        if engine.ready:
-            return JSONResponse({"status": "ready", "model": served})
-        status = "failed" if engine.load_error else "loading"
-        return JSONResponse({"status": status, "error": engine.load_error}, status_code=503)
+        state = backend.state
+        if state == "ready":
+            return JSONResponse({"status": "ready", "model": served, "model_ref": current["ref"],
+                                 "backend": backend.name})
+        return JSONResponse({"status": state, "error": backend.error, "hint": backend.hint, "backend": backend.name},
+                            status_code=503)
+
+    @app.get("/metrics")
+    def metrics_route() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
-    def models() -> dict[str, Any]:
-        return {"object": "list", "data": [
-            {"id": served, "object": "model", "created": spec.get("created", now()), "owned_by": "llmops",
-             "root": spec.get("model_ref", served)}
-        ]}
+    def models(request: Request) -> JSONResponse:
+        started, rid = time.perf_counter(), f"req-{uuid.uuid4().hex[:16]}"
+        try:
+            authorize(request)
+        except ApiError as exc:
+            record(request, rid, exc.status, started, {}, exc.message, exc.code)
+            return _error(exc)
+        record(request, rid, 200, started, {}, None)
+        return JSONResponse({"object": "list", "data": [
+            {"id": served, "object": "model", "created": spec.get("created", int(time.time())),
+             "owned_by": "llmops", "root": current["ref"]}
+        ]})
 
     @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> JSONResponse:
-        body = _parse(ChatRequest, await _json(request))
-        _check_model(body.model, aliases, engine)
-        prompt = engine.render_chat([m.model_dump() for m in body.messages])
-        result = await _run_completion(request, engine, spec, prompt, body.max_completion_tokens or body.max_tokens,
-                                       body.temperature, body.stop, body.stream)
-        return JSONResponse({
-            "id": f"chatcmpl-{request.state.request_id}", "object": "chat.completion", "created": now(),
-            "model": served,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                         "finish_reason": result.finish_reason}],
-            "usage": _usage(result),
-        })
+    async def chat(request: Request) -> Response:
+        return await generate(request, "chat")
 
     @app.post("/v1/completions")
-    async def completions(request: Request) -> JSONResponse:
-        body = _parse(CompletionRequest, await _json(request))
-        _check_model(body.model, aliases, engine)
-        result = await _run_completion(request, engine, spec, body.prompt, body.max_tokens, body.temperature,
-                                       body.stop, body.stream)
-        return JSONResponse({
-            "id": f"cmpl-{request.state.request_id}", "object": "text_completion", "created": now(),
-            "model": served,
-            "choices": [{"index": 0, "text": result.text, "finish_reason": result.finish_reason}],
-            "usage": _usage(result),
-        })
+    async def completions(request: Request) -> Response:
+        return await generate(request, "completion")
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> Response:
+        started, rid = time.perf_counter(), f"req-{uuid.uuid4().hex[:16]}"
+        try:
+            authorize(request)
+            body = parse(FeedbackRequest, await read_json(request))
+        except ApiError as exc:
+            record(request, rid, exc.status, started, {}, exc.message, exc.code)
+            return _error(exc)
+        feedback_log.write({"ts": time.time(), "response_id": body.response_id, "rating": body.rating,
+                            "comment": redact(body.comment), "correction": redact(body.correction),
+                            "model": current["ref"]})
+        metrics.feedback.labels(str(body.rating)).inc()
+        record(request, rid, 200, started, {}, None)
+        return JSONResponse({"object": "feedback", "response_id": body.response_id, "status": "recorded"})
+
+    @app.post("/admin/reload")
+    async def reload(request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+
+        from llmops_cli.errors import LlmopsError
+
+        given = request.headers.get("x-llmops-admin-token", "")
+        if not admin_token or not key_matches(given, [admin_token]):
+            return _error(ApiError(403, "reload needs the admin token of this server", "authentication_error",
+                                   "forbidden"))
+        try:
+            body = parse(ReloadRequest, await read_json(request))
+        except ApiError as exc:
+            return _error(exc)
+        model = ModelSpec.from_dict(body.model_dump())
+        try:
+            await run_in_threadpool(backend.reload, model)
+        except LlmopsError as exc:
+            return _error(ApiError(409, str(exc), "server_error", "reload_failed"))
+        # Runs on the event loop, as do the readers: a request sees the old identity or the new one.
+        current.update(ref=model.model_ref, aliases={served, model.model_ref, *body.aliases})
+        return JSONResponse({"status": "reloaded", "model": served, "model_ref": model.model_ref,
+                             "backend": backend.name})
+
+    @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    async def unknown(request: Request, rest: str) -> Response:
+        started, rid = time.perf_counter(), f"req-{uuid.uuid4().hex[:16]}"
+        exc = ApiError(404, f"unknown endpoint {request.method} /v1/{rest}", code="unknown_url")
+        record(request, rid, 404, started, {}, exc.message, exc.code)
+        return _error(exc)
 
     return app
 
 
-def _safe_load(engine: TransformersEngine) -> None:
+def make_backend(spec: dict[str, Any]) -> Backend:
+    """The backend object named by spec['backend'] (selection itself happens in lifecycle.select_backend)."""
+    from llmops_cli.serving.backends import TransformersBackend, VllmBackend
+
+    if spec.get("backend") == "vllm":
+        return VllmBackend(spec)
+    return TransformersBackend(spec)
+
+
+def _safe_start(backend: Backend) -> None:
     try:
-        engine.load()
-    except Exception:  # noqa: BLE001 - the error is kept on the engine and shown by /ready
+        backend.start()
+    except Exception:  # noqa: BLE001 - the error is kept on the backend and shown by /ready
         import traceback
 
         traceback.print_exc()
 
 
-async def _json(request: Request) -> Any:
-    try:
-        return json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
-
-
-def _parse(model: type[BaseModel], data: Any) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ApiError(400, f"{where}: {first['msg']}", code="invalid_value") from None
-
-
-def _check_model(name: str, aliases: set[str], engine: TransformersEngine) -> None:
-    if name not in aliases:
-        raise ApiError(404, f"model {name!r} does not exist; this server serves {sorted(aliases)}",
-                       code="model_not_found")
-    if not engine.ready:
-        raise ApiError(503, "model is still loading", "server_error", "not_ready")
-
-
-async def _run_completion(request: Request, engine: TransformersEngine, spec: dict[str, Any], prompt: str,
-                          max_tokens: int | None, temperature: float, stop: str | list[str] | None,
-                          stream: bool) -> Any:
-    from starlette.concurrency import run_in_threadpool
-
-    if stream:
-        raise ApiError(400, "stream=true is not supported by the transformers backend yet", code="unsupported")
-    prompt_tokens = engine.count_tokens(prompt)
-    if prompt_tokens > spec["max_prompt_tokens"]:
-        raise ApiError(400, f"prompt has {prompt_tokens} tokens; the limit is {spec['max_prompt_tokens']}",
-                       code="context_length_exceeded")
-    stops = [stop] if isinstance(stop, str) else (stop or [])
-    result = await run_in_threadpool(engine.complete, prompt, max_tokens or spec["max_new_tokens"],
-                                     temperature, stops)
-    request.state.info.update(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
-    return result
-
-
-def _usage(result: Any) -> dict[str, int]:
-    return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-            "total_tokens": result.prompt_tokens + result.completion_tokens}
-
-
 def _error(exc: ApiError) -> JSONResponse:
-    return JSONResponse({"error": {"message": exc.message, "type": exc.kind, "code": exc.code}},
+    return JSONResponse({"error": {"message": exc.message, "type": exc.kind, "param": None, "code": exc.code}},
                         status_code=exc.status)
-
-
-def _log(log: RequestLog, request: Request, rid: str, status: int, started: float, model_ref: str) -> None:
-    info = getattr(request.state, "info", {})
-    log.write({
-        "ts": time.time(), "request_id": rid, "method": request.method, "path": request.url.path,
-        "status": status, "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-        "model": model_ref, **info,
-    })
 
 
 def main() -> None:
@@ -239,16 +448,10 @@ def main() -> None:
     import uvicorn
 
     spec = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
-    spec["api_keys"] = _keys_from_env(spec.get("api_keys_env"))
+    spec["api_keys"] = load_api_keys(spec.get("api_keys_env"), spec.get("api_keys_file"))
     app = create_app(spec)
-    uvicorn.run(app, host=spec["host"], port=spec["port"], log_level="warning", access_log=False)
-
-
-def _keys_from_env(env_name: str | None) -> list[str]:
-    import os
-
-    raw = os.environ.get(env_name or "", "")
-    return [k.strip() for k in raw.split(",") if k.strip()]
+    uvicorn.run(app, host=spec["host"], port=spec["port"], log_level="warning", access_log=False,
+                timeout_graceful_shutdown=int(spec.get("graceful_shutdown_s", 10)))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""The embedded CPU backend: a transformers model (adapter merged) generating in-process."""
+"""The embedded CPU engine: a transformers model (adapter merged) generating in-process."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +21,10 @@ class Completion:
 class TransformersEngine:
     """Loads once, then generates one request at a time (a lock: HF generate is not re-entrant)."""
 
-    def __init__(self, base_spec: dict[str, Any], model_dir: str) -> None:
+    def __init__(self, base_spec: dict[str, Any], model_dir: str, device: str = "cpu") -> None:
         self.base_spec = base_spec
         self.model_dir = model_dir
+        self.device = device
         self.model: Any = None
         self.tokenizer: Any = None
         self.load_error: str | None = None
@@ -33,14 +36,15 @@ class TransformersEngine:
 
     def load(self) -> None:
         from llmops_cli.model.config import ModelSection
-        from llmops_cli.model.loading import is_adapter_dir, load_causal_lm, load_tokenizer
+        from llmops_cli.model.loading import default_device, is_adapter_dir, load_causal_lm, load_tokenizer
 
         try:
             base = ModelSection(**self.base_spec)
+            device = default_device() if self.device == "auto" else self.device
             if is_adapter_dir(self.model_dir):
-                model = load_causal_lm(base, device="cpu", adapter=self.model_dir, merge=True)
+                model = load_causal_lm(base, device=device, adapter=self.model_dir, merge=True)
             else:
-                model = load_causal_lm(base.model_copy(update={"base": self.model_dir}), device="cpu")
+                model = load_causal_lm(base.model_copy(update={"base": self.model_dir}), device=device)
             self.tokenizer = load_tokenizer(base, path=self.model_dir)
             self.model = model
         except Exception as exc:  # reported through /ready and the server log, never swallowed
@@ -53,19 +57,22 @@ class TransformersEngine:
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def complete(self, prompt: str, max_tokens: int, temperature: float = 0.0,
-                 stop: list[str] | None = None) -> Completion:
-        import torch
-
-        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    def _generate_kwargs(self, max_tokens: int, temperature: float) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "eos_token_id": self.tokenizer.eos_token_id,
                                   "pad_token_id": self.tokenizer.pad_token_id}
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature)
         else:
             kwargs.update(do_sample=False)
+        return kwargs
+
+    def complete(self, prompt: str, max_tokens: int, temperature: float = 0.0,
+                 stop: list[str] | None = None) -> Completion:
+        import torch
+
+        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.model.device)
         with self._lock, torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs)
+            out = self.model.generate(**enc, **self._generate_kwargs(max_tokens, temperature))
         ids = out[0, enc["input_ids"].shape[1]:].tolist()
         finish = "length"
         if self.tokenizer.eos_token_id in ids:
@@ -76,6 +83,68 @@ class TransformersEngine:
             if marker and marker in text:
                 text, finish = text[: text.index(marker)], "stop"
         return Completion(text.strip(), enc["input_ids"].shape[1], len(ids), finish)
+
+    async def stream(self, prompt: str, max_tokens: int, temperature: float, state: dict[str, Any]
+                     ) -> AsyncIterator[str]:
+        """Yield text pieces as they are generated; fills state with token counts and finish_reason.
+
+        Generation runs in its own thread (it holds the engine lock); pieces reach the event loop
+        through an asyncio queue, so waiting clients hold no worker threads. A client that goes
+        away stops generation at the next token.
+        """
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        cancelled = threading.Event()
+        counted = {"tokens": 0}
+        eos = self.tokenizer.eos_token_id
+
+        class _Streamer(TextIteratorStreamer):
+            def put(self, value: Any) -> None:  # called with the prompt first, then one token at a time
+                if not self.next_tokens_are_prompt:
+                    counted["tokens"] += int(value.numel())
+                    if eos is not None and int(value.reshape(-1)[-1]) == eos:
+                        state["finish_reason"] = "stop"
+                super().put(value)
+
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                if text:
+                    loop.call_soon_threadsafe(queue.put_nowait, text)
+                if stream_end:
+                    loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        class _Cancel(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
+
+        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.model.device)
+        state.update(prompt_tokens=int(enc["input_ids"].shape[1]), completion_tokens=0, finish_reason="length")
+        streamer = _Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+        def run() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    self.model.generate(**enc, **self._generate_kwargs(max_tokens, temperature), streamer=streamer,
+                                        stopping_criteria=StoppingCriteriaList([_Cancel()]))
+            except Exception as exc:  # surfaced to the client as the end of the stream, and logged
+                state["error"] = f"{type(exc).__name__}: {exc}"
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        finished = False
+        try:
+            while (piece := await queue.get()) is not None:
+                yield piece
+            finished = True
+        finally:
+            cancelled.set()
+            if not finished:  # the client went away: no finish_reason, so the log records why
+                state["finish_reason"] = None
+            # The EOS token is counted by generate but not returned as text, as in complete().
+            state["completion_tokens"] = counted["tokens"] - (1 if state.get("finish_reason") == "stop" else 0)
 
 
 def now() -> int:

@@ -25,76 +25,146 @@ class Served:
     model_dir: str
     model_ref: str
     model_name: str
+    lora_rank: int | None = None
+    requires_merge: bool = False
+    aliases: tuple[str, ...] = ()
 
 
-def resolve_source(cfg: ProjectConfig) -> Served:
+def resolve_source(cfg: ProjectConfig, source: str | None = None) -> Served:
     """A registry reference becomes a verified, materialised directory; a path is served as is."""
-    source = cfg.serve.source
+    source = source or cfg.serve.source
     if Path(source).is_dir():
-        return Served(str(Path(source)), str(source), cfg.project.name)
+        return Served(str(Path(source)), str(source), cfg.project.name, _adapter_rank(Path(source)))
     from llmops_cli.registry.store import LocalRegistry
 
     registry = LocalRegistry(cfg.serve.registry_root)
     version = registry.resolve(source, default_name=cfg.project.name)
     model_dir = registry.materialize(version)  # re-hashes every blob first: tampering is refused
-    return Served(str(model_dir), version.ref, version.name)
+    readiness = version.manifest.get("serve_readiness") or {}
+    rank = readiness.get("lora_rank") or _adapter_rank(Path(model_dir))
+    # Clients may keep using the name they asked for (support-assistant@production).
+    aliases = (source,) if ("@" in source and not source.startswith("@")) else ()
+    return Served(str(model_dir), version.ref, version.name, rank, bool(readiness.get("requires_merge")), aliases)
 
 
-def select_backend(requested: str) -> tuple[str, str]:
-    """(backend, why). auto prefers vLLM only where it can actually run: importable and a CUDA GPU."""
+def _adapter_rank(path: Path) -> int | None:
+    try:
+        data = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    rank = data.get("r")
+    ranks = [rank] if isinstance(rank, int) else []
+    ranks += [r for r in (data.get("rank_pattern") or {}).values() if isinstance(r, int)]
+    return max(ranks) if ranks else None
+
+
+def vllm_importable(python: str | None = None) -> bool:
+    """Can `python` (default: this interpreter) import vllm? Checked without importing it here."""
     import importlib.util
 
-    has_vllm = importlib.util.find_spec("vllm") is not None
-    if requested == "transformers":
-        return "transformers", "requested in config"
-    if requested == "vllm" or (requested == "auto" and has_vllm):
-        import torch
+    if not python or os.path.realpath(python) == os.path.realpath(sys.executable):
+        return importlib.util.find_spec("vllm") is not None
+    check = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
+    try:
+        return subprocess.run([python, "-c", check], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
+
+def cuda_visible() -> bool:
+    """A CUDA GPU this process can see (torch's view; False where torch cannot tell)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def select_backend(requested: str, vllm_python: str | None = None, requires_merge: bool = False
+                   ) -> tuple[str, str]:
+    """(backend, why). The one place that decides: auto means vLLM only where it can actually run."""
+    if requested == "transformers":
+        return "transformers", "requested in config (serve.backend=transformers)"
+    if requested == "auto" and requires_merge:
+        return "transformers", "auto: this version must be merged before serving (registry serve_readiness)"
+    has_vllm = vllm_importable(vllm_python)
+    if requested == "vllm":
         if not has_vllm:
             raise BackendUnavailable("serve.backend=vllm but vllm is not installed",
-                                     hint="pip install 'llmops-cli[gpu]' on a CUDA machine, or use transformers")
-        if not torch.cuda.is_available():
-            if requested == "auto":
-                return "transformers", "vllm is installed but no CUDA GPU is visible"
+                                     hint="pip install 'llmops-cli[gpu]' (vllm) on a CUDA machine, set "
+                                          "serve.vllm.python, or use --set serve.backend=transformers")
+        if not cuda_visible():
             raise BackendUnavailable("serve.backend=vllm needs a CUDA GPU and none is visible",
                                      hint="use --set serve.backend=transformers on CPU machines")
-        raise BackendUnavailable("the vllm backend is not available in this release yet",
-                                 hint="use --set serve.backend=transformers")
-    return "transformers", "vllm is not installed (CPU default)"
+        return "vllm", "requested in config (serve.backend=vllm)"
+    if not has_vllm:
+        return "transformers", "auto: vllm is not installed (the embedded CPU backend)"
+    if not cuda_visible():
+        return "transformers", "auto: vllm is installed but no CUDA GPU is visible"
+    return "vllm", "auto: vllm is installed and a CUDA GPU is visible"
 
 
 def build_spec(cfg: ProjectConfig, served: Served, backend: str) -> dict[str, Any]:
+    """Everything the server process needs, minus secrets (API keys stay in the environment or file)."""
+    import secrets
+
+    from llmops_cli.serving.app import load_api_keys
+
     scfg = cfg.serve
-    api_keys = [k for k in os.environ.get(scfg.api_keys_env, "").split(",") if k.strip()]
+    if scfg.api_keys_file and not Path(scfg.api_keys_file).is_file():
+        raise ConfigError(f"serve.api_keys_file={scfg.api_keys_file} does not exist",
+                          hint="create it with one key per line, or unset serve.api_keys_file")
+    api_keys = load_api_keys(scfg.api_keys_env, scfg.api_keys_file)
     if scfg.host not in LOOPBACK and not api_keys:
         raise ConfigError(
-            f"serve.host={scfg.host} exposes the server beyond loopback but ${scfg.api_keys_env} is empty",
-            hint=f"set {scfg.api_keys_env}=key1,key2 or keep serve.host=127.0.0.1",
+            f"serve.host={scfg.host} exposes the server beyond loopback but no API key is configured",
+            hint=f"set {scfg.api_keys_env}=key1,key2 (or serve.api_keys_file) or keep serve.host=127.0.0.1",
         )
+    if backend == "vllm" and served.requires_merge:
+        raise ConfigError(f"{served.model_ref} needs merging before vLLM can serve it (serve_readiness)",
+                          hint="serve it with --set serve.backend=transformers, or register a merged model")
+    base = cfg.model.model_dump()
+    if Path(base["base"]).exists():
+        base["base"] = os.path.abspath(base["base"])  # the server may run from another directory
     return {
         "backend": backend,
-        "base": cfg.model.model_dump(),
+        "base": base,
         "model_dir": os.path.abspath(served.model_dir),
         "model_name": served.model_name,
         "model_ref": served.model_ref,
-        "model_aliases": [served.model_ref],
+        "model_aliases": [served.model_ref, *served.aliases],
+        "lora_rank": served.lora_rank,
         "host": scfg.host,
         "port": scfg.port,
         "api_keys_env": scfg.api_keys_env,  # the name only: keys stay in the environment
+        "api_keys_file": os.path.abspath(scfg.api_keys_file) if scfg.api_keys_file else None,
+        "admin_token": secrets.token_urlsafe(24),  # lets `serve reload` (same user) reach /admin/reload
         "max_new_tokens": scfg.max_new_tokens,
         "max_prompt_tokens": scfg.max_prompt_tokens,
+        "max_body_bytes": scfg.max_body_bytes,
         "request_log": os.path.abspath(scfg.request_log),
+        "log_content": scfg.log_content,
+        "log_redact": list(scfg.log_redact),
+        "log_sample_rate": scfg.log_sample_rate,
+        "log_max_bytes": scfg.log_max_bytes,
+        "log_backups": scfg.log_backups,
+        "feedback_log": os.path.abspath(scfg.feedback_log),
+        "ready_timeout_s": scfg.ready_timeout_s,
+        "vllm": scfg.vllm.model_dump(),
+        "vllm_log": os.path.abspath(Path(scfg.endpoint_file).with_name("vllm.log")),
         "created": int(time.time()),
     }
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int, what: str = "serve.port") -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((host, port))
         except OSError:
             raise BackendUnavailable(
-                f"port {port} on {host} is already in use",
+                f"port {port} on {host} ({what}) is already in use",
                 hint="stop the other server (`llmops serve stop`) or pass --set serve.port=N",
             ) from None
 
@@ -108,9 +178,15 @@ def server_command(spec_path: str) -> list[str]:
     return [sys.executable, "-m", "llmops_cli.serving.app", spec_path]
 
 
+def spec_path_for(endpoint_file: str) -> Path:
+    return Path(endpoint_file).with_name("spec.json")
+
+
 def write_spec(spec: dict[str, Any], endpoint_file: str) -> str:
-    path = Path(endpoint_file).with_name("spec.json")
+    """The server's spec file, readable by its owner only (it holds the admin token)."""
+    path = spec_path_for(endpoint_file)
     atomic_write_json(path, spec)
+    os.chmod(path, 0o600)
     return str(path)
 
 
@@ -118,6 +194,8 @@ def start_detached(spec: dict[str, Any], endpoint_file: str, timeout_s: float) -
     """Start the server in its own session, wait until /ready, write the endpoint file."""
     stop_server(endpoint_file)  # a previous server of this project is replaced, not orphaned
     check_port_free(spec["host"], spec["port"])
+    if spec["backend"] == "vllm":
+        check_port_free("127.0.0.1", int(spec["vllm"].get("port") or spec["port"] + 1), "serve.vllm.port")
     spec_path = write_spec(spec, endpoint_file)
     log_path = Path(endpoint_file).with_name("server.log")
     with open(log_path, "ab") as log:
@@ -131,9 +209,30 @@ def start_detached(spec: dict[str, Any], endpoint_file: str, timeout_s: float) -
         raise
     endpoint = {"url": url, "pid": proc.pid, "model": spec["model_name"], "model_ref": spec["model_ref"],
                 "backend": spec["backend"], "log": str(log_path), "request_log": spec["request_log"],
+                "feedback_log": spec["feedback_log"], "metrics": f"{url}/metrics",
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     atomic_write_json(endpoint_file, endpoint)
     return endpoint
+
+
+def announce_foreground(spec: dict[str, Any], endpoint_file: str) -> dict[str, Any]:
+    """Write the spec and endpoint files for a server running in this process, so that `serve
+    status|ask|reload|stop` (and `register promote --reload`) find a foreground server too."""
+    write_spec(spec, endpoint_file)
+    endpoint = {"url": url_of(spec), "pid": os.getpid(), "foreground": True, "model": spec["model_name"],
+                "model_ref": spec["model_ref"], "backend": spec["backend"], "log": None,
+                "request_log": spec["request_log"], "feedback_log": spec["feedback_log"],
+                "metrics": f"{url_of(spec)}/metrics",
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write_json(endpoint_file, endpoint)
+    return endpoint
+
+
+def forget_endpoint(endpoint_file: str, pid: int) -> None:
+    """Remove the endpoint file if it still names `pid` (a newer server may have replaced it)."""
+    endpoint = read_endpoint(endpoint_file)
+    if endpoint is not None and int(endpoint.get("pid", -1)) == pid:
+        Path(endpoint_file).unlink(missing_ok=True)
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout_s: float, log_path: Path | None) -> None:
@@ -148,10 +247,11 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes] | None, timeout_s: float,
             response = httpx.get(f"{url}/ready", timeout=2)
             if response.status_code == 200:
                 return
-            if response.json().get("status") == "failed":
-                raise BackendUnavailable(f"the model failed to load: {response.json().get('error')}",
-                                         hint=_tail(log_path))
-        except httpx.HTTPError:
+            info = response.json()
+            if info.get("status") == "failed":
+                raise BackendUnavailable(f"the {info.get('backend') or 'model'} backend failed to start: "
+                                         f"{info.get('error')}", hint=info.get("hint") or _tail(log_path))
+        except (httpx.HTTPError, ValueError):
             pass
         time.sleep(0.5)
     raise BackendUnavailable(f"the server was not ready after {timeout_s:.0f}s",
@@ -175,13 +275,64 @@ def server_status(endpoint_file: str) -> dict[str, Any]:
     import httpx
 
     alive = _alive(endpoint["pid"])
-    ready = False
+    ready, error = False, None
     if alive:
         try:
-            ready = httpx.get(f"{endpoint['url']}/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            ready = False
-    return {**endpoint, "running": alive, "ready": ready}
+            response = httpx.get(f"{endpoint['url']}/ready", timeout=2)
+            ready = response.status_code == 200
+            if not ready:
+                error = response.json().get("error")
+        except (httpx.HTTPError, ValueError) as exc:
+            error = f"/ready did not answer: {type(exc).__name__}"
+    else:
+        error = f"process {endpoint['pid']} is not running"
+    return {**endpoint, "running": alive, "ready": ready, "error": error}
+
+
+def reload_server(cfg: ProjectConfig, source: str | None = None) -> dict[str, Any]:
+    """Switch the running detached server to `source` (default serve.source) without failing
+    requests in flight; return the updated endpoint info. BackendUnavailable when none runs."""
+    import httpx
+
+    endpoint_file = cfg.serve.endpoint_file
+    endpoint = read_endpoint(endpoint_file)
+    if endpoint is None or not _alive(int(endpoint["pid"])):
+        raise BackendUnavailable(f"no server is running (endpoint file: {endpoint_file})",
+                                 hint="start one with `llmops serve --detach`")
+    try:
+        spec = json.loads(spec_path_for(endpoint_file).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        raise BackendUnavailable(f"cannot read the running server's spec next to {endpoint_file}",
+                                 hint="restart it with `llmops serve --detach`") from None
+    served = resolve_source(cfg, source)
+    if served.model_name != endpoint["model"]:
+        raise ConfigError(f"{served.model_ref} is a different model than the served {endpoint['model']!r}; "
+                          "reload switches versions of one model", hint="restart with `llmops serve --detach`")
+    if endpoint.get("backend") == "vllm" and served.requires_merge:
+        raise BackendUnavailable(f"{served.model_ref} needs merging before vLLM can serve it",
+                                 hint="restart with --set serve.backend=transformers")
+    if served.model_ref == endpoint.get("model_ref"):
+        return {**endpoint, "previous_model_ref": served.model_ref, "unchanged": True}
+    body = {"model_dir": os.path.abspath(served.model_dir), "model_ref": served.model_ref,
+            "model_name": served.model_name, "lora_rank": served.lora_rank, "aliases": list(served.aliases)}
+    try:
+        response = httpx.post(f"{endpoint['url']}/admin/reload", json=body, timeout=cfg.serve.ready_timeout_s,
+                              headers={"X-Llmops-Admin-Token": spec.get("admin_token") or ""})
+    except httpx.HTTPError as exc:
+        raise BackendUnavailable(f"cannot reach the server at {endpoint['url']}: {type(exc).__name__}",
+                                 hint="`llmops serve status`") from None
+    if response.status_code != 200:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:300]
+        raise BackendUnavailable(f"reload to {served.model_ref} failed: {message}",
+                                 hint="the previous version is still being served")
+    previous = endpoint.get("model_ref")
+    endpoint.update(model_ref=served.model_ref, previous_model_ref=previous,
+                    reloaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    atomic_write_json(endpoint_file, endpoint)
+    return endpoint
 
 
 def stop_server(endpoint_file: str, grace_s: float = 15) -> bool:
@@ -191,7 +342,9 @@ def stop_server(endpoint_file: str, grace_s: float = 15) -> bool:
         return False
     pid = int(endpoint["pid"])
     was_running = _alive(pid)
-    if was_running:
+    if was_running and endpoint.get("foreground"):
+        _kill_one(pid, grace_s)  # not a session leader: signal the process, never a process group
+    elif was_running:
         _kill_group(pid, grace_s)
     Path(endpoint_file).unlink(missing_ok=True)
     return was_running
@@ -210,6 +363,21 @@ def _alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def _kill_one(pid: int, grace_s: float = 15) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _kill_group(pid: int, grace_s: float = 15) -> None:

@@ -46,11 +46,14 @@ def test_health_models_and_chat(client_and_log):
 @pytest.mark.parametrize("headers,body,status,code", [
     ({}, CHAT, 401, "invalid_api_key"),
     ({"Authorization": "Bearer wrong"}, CHAT, 401, "invalid_api_key"),
-    (AUTH, "{not json", 400, None),
+    (AUTH, "{not json", 400, "invalid_json"),
     (AUTH, {**CHAT, "model": "other"}, 404, "model_not_found"),
     (AUTH, {**CHAT, "messages": []}, 400, "invalid_value"),
     (AUTH, {**CHAT, "messages": [{"role": "user", "content": "word " * 200}]}, 400, "context_length_exceeded"),
     (AUTH, {**CHAT, "max_tokens": -1}, 400, "invalid_value"),
+    (AUTH, {**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "invalid_value"),
+    (AUTH, [1, 2], 400, "invalid_value"),
+    (AUTH, {**CHAT, "temperature": "hot"}, 400, "invalid_value"),
 ])
 def test_bad_requests_get_openai_style_4xx(client_and_log, headers, body, status, code):
     client, _ = client_and_log
@@ -60,3 +63,96 @@ def test_bad_requests_get_openai_style_4xx(client_and_log, headers, body, status
     error = response.json()["error"]
     assert error["message"] and error["type"]
     assert error["code"] == code
+
+
+def _records(log):
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_streaming_chat_sends_sse_events_and_logs_ttft(client_and_log):
+    client, log = client_and_log
+    with client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True, "max_tokens": 4},
+                       headers=AUTH) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert chunks[-2]["choices"][0]["finish_reason"] in ("stop", "length")
+    usage = chunks[-1]["usage"]
+    assert 1 <= usage["completion_tokens"] <= 4 and usage["prompt_tokens"] > 0
+    record = _records(log)[-1]
+    assert record["ttft_ms"] is not None and record["ttft_ms"] <= record["latency_ms"]
+    assert record["response_id"] == chunks[0]["id"] and record["completion_tokens"] == usage["completion_tokens"]
+    assert record["error"] is None and record["backend"] == "transformers"
+    # Greedy decoding: the streamed text is the non-streamed answer, piece by piece.
+    whole = client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4}, headers=AUTH).json()
+    assert text.strip() == whole["choices"][0]["message"]["content"] == record["response"]
+
+
+def test_log_record_follows_the_contract_and_redacts_pii(client_and_log):
+    client, log = client_and_log
+    message = "my email is jane.doe@example.com and phone +1 415-555-0132"
+    body = client.post("/v1/chat/completions", headers=AUTH,
+                       json={**CHAT, "messages": [{"role": "user", "content": message}]}).json()
+    record = _records(log)[-1]
+    for key in ("ts", "request_id", "response_id", "method", "path", "status", "latency_ms", "ttft_ms", "model",
+                "backend", "prompt_tokens", "completion_tokens", "finish_reason", "error", "prompt", "response"):
+        assert key in record, key
+    assert record["response_id"] == body["id"] and record["model"] == "tiny:1" and record["ttft_ms"] is None
+    assert "[EMAIL]" in record["prompt"] and "[PHONE]" in record["prompt"]
+    assert "jane.doe" not in log.read_text()
+
+
+def test_feedback_is_recorded_and_validated(client_and_log):
+    client, log = client_and_log
+    ok = client.post("/v1/feedback", headers=AUTH,
+                     json={"response_id": "chatcmpl-req-1", "rating": 2, "comment": "wrong, mail x@y.io",
+                           "correction": "billing"})
+    assert ok.status_code == 200
+    feedback = [json.loads(line) for line in (log.parent / "feedback.jsonl").read_text().splitlines()]
+    assert feedback[-1]["rating"] == 2 and feedback[-1]["model"] == "tiny:1"
+    assert feedback[-1]["correction"] == "billing" and "[EMAIL]" in feedback[-1]["comment"]
+    for bad in ({"response_id": "x", "rating": 9}, {"rating": 3}, {"response_id": "x", "rating": 3, "extra": 1}):
+        response = client.post("/v1/feedback", headers=AUTH, json=bad)
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_value"
+    assert client.post("/v1/feedback", json={"response_id": "x", "rating": 3}).status_code == 401
+
+
+def test_metrics_count_requests_tokens_errors_and_feedback(client_and_log):
+    client, _ = client_and_log
+    client.post("/v1/chat/completions", headers=AUTH, json=CHAT)
+    client.post("/v1/chat/completions", headers={}, json=CHAT)
+    text = client.get("/metrics").text
+    assert 'llmops_requests_total{model="tiny:1",path="/v1/chat/completions",status="200"}' in text
+    assert 'llmops_tokens_total{direction="out",model="tiny:1"}' in text
+    assert 'llmops_errors_total{code="invalid_api_key"}' in text
+    assert "llmops_request_latency_seconds_bucket" in text and "llmops_feedback_total" in text
+
+
+def test_oversize_body_unknown_route_and_bad_admin_token(client_and_log):
+    client, log = client_and_log
+    big = client.post("/v1/chat/completions", headers=AUTH, content=b"x" * 1_100_000)
+    assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
+    missing = client.get("/v1/nothing-here", headers=AUTH)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_url"
+    assert _records(log)[-1]["path"] == "/v1/nothing-here"
+    assert client.post("/admin/reload", json={}).status_code == 403
+
+
+def test_text_parts_are_accepted(client_and_log):
+    client, _ = client_and_log
+    parts = [{"type": "text", "text": "where is "}, {"type": "text", "text": "my package"}]
+    response = client.post("/v1/chat/completions", headers=AUTH,
+                           json={**CHAT, "messages": [{"role": "user", "content": parts}]})
+    assert response.status_code == 200
+
+
+def test_completion_stream_and_stop(client_and_log):
+    client, _ = client_and_log
+    with client.stream("POST", "/v1/completions", headers=AUTH,
+                       json={"model": "tiny", "prompt": "hello", "max_tokens": 3, "stream": True}) as response:
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and json.loads(events[0])["object"] == "text_completion"

@@ -1,0 +1,63 @@
+"""Gateway parts without a model: the rotating JSONL log, sampling, API keys."""
+
+import json
+
+from fastapi.testclient import TestClient
+
+from llmops_cli.serving.app import JsonlLog, create_app, key_matches, load_api_keys
+from llmops_cli.serving.backends import Backend, Reply
+
+
+def test_log_rotates_by_size_and_keeps_n_backups(tmp_path):
+    path = tmp_path / "requests.jsonl"
+    log = JsonlLog(str(path), max_bytes=1024, backups=2)
+    for i in range(100):
+        log.write({"i": i, "pad": "x" * 40})
+    log.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["requests.jsonl", "requests.jsonl.1", "requests.jsonl.2"]
+    sizes = [p.stat().st_size for p in tmp_path.iterdir()]
+    assert max(sizes) <= 1024
+    live = [json.loads(line)["i"] for line in path.read_text().splitlines()]
+    newest_rotated = [json.loads(line)["i"] for line in (tmp_path / "requests.jsonl.1").read_text().splitlines()]
+    older = [json.loads(line)["i"] for line in (tmp_path / "requests.jsonl.2").read_text().splitlines()]
+    assert live[-1] == 99 and older[-1] + 1 == newest_rotated[0] and newest_rotated[-1] + 1 == live[0]
+
+
+def test_api_keys_from_env_and_file(tmp_path, monkeypatch):
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# team keys\nfilekey1\n\nfilekey2  # ci\n")
+    monkeypatch.setenv("MY_KEYS", "envkey, other ,")
+    assert load_api_keys("MY_KEYS", str(keys_file)) == ["envkey", "other", "filekey1", "filekey2"]
+    assert key_matches("filekey2", ["envkey", "filekey2"]) and not key_matches("filekey", ["filekey2"])
+    assert not key_matches("", ["k"])
+
+
+class _Echo(Backend):
+    """A backend with no model: answers instantly, so the gateway's own behaviour is what is tested."""
+
+    name = "echo"
+
+    @property
+    def state(self) -> str:
+        return "ready"
+
+    def start(self) -> None:
+        pass
+
+    async def handle(self, kind, body, request_id):
+        return Reply(200, {"id": f"x-{request_id}", "model": "m"}, meta={"response_id": f"x-{request_id}"})
+
+
+def test_sampling_drops_successes_but_keeps_errors(tmp_path):
+    log = tmp_path / "requests.jsonl"
+    spec = {"model_dir": str(tmp_path), "model_name": "m", "request_log": str(log), "log_sample_rate": 0.0}
+    with TestClient(create_app(spec, backend=_Echo(spec))) as client:
+        chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(5):
+            assert client.post("/v1/chat/completions", json=chat).status_code == 200
+        assert client.post("/v1/chat/completions", json={**chat, "model": "zzz"}).status_code == 404
+        metrics = client.get("/metrics").text
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["status"] for r in records] == [404]
+    assert 'llmops_requests_total{model="m",path="/v1/chat/completions",status="200"} 5.0' in metrics

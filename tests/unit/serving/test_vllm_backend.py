@@ -1,0 +1,220 @@
+"""The vllm backend on CPU: command construction, selection, and the whole lifecycle through the
+gateway against a fake `vllm` package (tests/unit/serving/fake_vllm, put on PYTHONPATH here only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llmops_cli.errors import BackendUnavailable
+from llmops_cli.serving import lifecycle
+from llmops_cli.serving.backends import ModelSpec, lora_name, vllm_command, vllm_lora_rank
+from tests.conftest import free_port
+
+FAKE = Path(__file__).parent / "fake_vllm"
+VLLM_DEFAULTS = {"python": None, "port": None, "tensor_parallel_size": 2, "max_model_len": 4096,
+                 "gpu_memory_utilization": 0.8, "quantization": "fp8", "dtype": "bfloat16",
+                 "enable_prefix_caching": True, "max_loras": 2, "max_lora_rank": None,
+                 "extra_args": ["--seed", "7"]}
+
+
+def _adapter(tmp: Path, name: str, rank: int = 16) -> Path:
+    path = tmp / name
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"r": rank, "peft_type": "LORA"}))
+    return path
+
+
+def _spec(tmp: Path, model_dir: Path, port: int, **vllm) -> dict:
+    return {"backend": "vllm", "base": {"base": "meta-llama/Llama-3.2-1B", "revision": None,
+                                        "trust_remote_code": False},
+            "model_dir": str(model_dir), "model_name": "support", "model_ref": "support:1",
+            "model_aliases": ["support:1"], "lora_rank": 16, "host": "127.0.0.1", "port": port,
+            "api_keys_env": "NO_SUCH_KEYS_ENV", "api_keys_file": None, "admin_token": "adm",
+            "max_new_tokens": 8, "max_prompt_tokens": 64, "request_log": str(tmp / "serve/requests.jsonl"),
+            "feedback_log": str(tmp / "serve/feedback.jsonl"), "ready_timeout_s": 30,
+            "vllm": {**VLLM_DEFAULTS, "port": free_port(), **vllm}, "vllm_log": str(tmp / "serve/vllm.log")}
+
+
+def test_command_for_an_adapter_passes_every_parameter(tmp_path):
+    adapter = _adapter(tmp_path, "v1", rank=12)
+    spec = _spec(tmp_path, adapter, 9000)
+    cmd = vllm_command(spec, ModelSpec.from_dict({**spec, "lora_rank": 12}), 9001)
+    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    flags = dict(zip(cmd[3::1], cmd[4::1], strict=False))
+    assert flags["--model"] == "meta-llama/Llama-3.2-1B" and flags["--port"] == "9001"
+    assert flags["--lora-modules"] == f"support-1={adapter}"
+    assert flags["--max-lora-rank"] == "16"  # 12 rounded up to a rank vLLM supports
+    assert flags["--tensor-parallel-size"] == "2" and flags["--max-model-len"] == "4096"
+    assert flags["--gpu-memory-utilization"] == "0.8" and flags["--quantization"] == "fp8"
+    assert flags["--dtype"] == "bfloat16" and flags["--served-model-name"] == "support"
+    assert "--enable-lora" in cmd and "--enable-prefix-caching" in cmd
+    assert cmd[-2:] == ["--seed", "7"]
+
+
+def test_command_for_a_full_model_has_no_lora_flags(tmp_path):
+    full = tmp_path / "merged"
+    full.mkdir()
+    spec = _spec(tmp_path, full, 9000, enable_prefix_caching=False, quantization=None, max_model_len=None)
+    cmd = vllm_command(spec, ModelSpec.from_dict(spec), 9001)
+    assert cmd[cmd.index("--model") + 1] == str(full)
+    assert "--enable-lora" not in cmd and "--quantization" not in cmd and "--max-model-len" not in cmd
+    assert "--no-enable-prefix-caching" in cmd
+
+
+def test_lora_rank_rounding_and_limits():
+    assert vllm_lora_rank(None, None) == 16
+    assert vllm_lora_rank(8, None) == 8 and vllm_lora_rank(65, None) == 128 and vllm_lora_rank(8, 64) == 64
+    with pytest.raises(BackendUnavailable):
+        vllm_lora_rank(1024, None)
+    assert lora_name(ModelSpec("d", "support@production", "support")) == "support-production"
+
+
+@pytest.mark.parametrize("requested,has_vllm,cuda,expected", [
+    ("auto", False, True, "transformers"),
+    ("auto", True, False, "transformers"),
+    ("auto", True, True, "vllm"),
+    ("transformers", True, True, "transformers"),
+    ("vllm", True, True, "vllm"),
+])
+def test_select_backend(monkeypatch, requested, has_vllm, cuda, expected):
+    monkeypatch.setattr(lifecycle, "vllm_importable", lambda python=None: has_vllm)
+    monkeypatch.setattr(lifecycle, "cuda_visible", lambda: cuda)
+    backend, why = lifecycle.select_backend(requested)
+    assert backend == expected and why
+
+
+def test_auto_serves_a_version_that_needs_merging_with_transformers(monkeypatch):
+    monkeypatch.setattr(lifecycle, "vllm_importable", lambda python=None: True)
+    monkeypatch.setattr(lifecycle, "cuda_visible", lambda: True)
+    backend, why = lifecycle.select_backend("auto", requires_merge=True)
+    assert backend == "transformers" and "merged" in why
+
+
+@pytest.mark.parametrize("has_vllm,cuda,message", [(False, True, "not installed"), (True, False, "CUDA GPU")])
+def test_vllm_requested_where_it_cannot_run_is_a_clear_error(monkeypatch, has_vllm, cuda, message):
+    monkeypatch.setattr(lifecycle, "vllm_importable", lambda python=None: has_vllm)
+    monkeypatch.setattr(lifecycle, "cuda_visible", lambda: cuda)
+    with pytest.raises(BackendUnavailable, match=message) as info:
+        lifecycle.select_backend("vllm")
+    assert info.value.hint
+
+
+@pytest.fixture
+def fake_vllm_env(monkeypatch, tmp_path):
+    record = tmp_path / "fake_record.jsonl"
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAKE), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("FAKE_VLLM_RECORD", str(record))
+    return record
+
+
+def _events(record: Path, kind: str) -> list[dict]:
+    if not record.is_file():
+        return []
+    return [e for e in map(json.loads, record.read_text().splitlines()) if e["event"] == kind]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split(")")[-1].split()[0] == "Z"
+
+
+def test_gateway_proxies_streams_reloads_and_stops_vllm(tmp_path, fake_vllm_env):
+    v1, v2 = _adapter(tmp_path, "v1"), _adapter(tmp_path, "v2")
+    spec = _spec(tmp_path, v1, free_port())
+    endpoint_file = str(tmp_path / "serve/endpoint.json")
+    endpoint = lifecycle.start_detached(spec, endpoint_file, 30)
+    vllm_pid = None
+    try:
+        start = _events(fake_vllm_env, "start")[0]
+        vllm_pid = start["pid"]
+        assert start["runtime_lora"] == "True" and f"support-1={v1}" in start["argv"]
+        url = endpoint["url"]
+        chat = {"model": "support", "messages": [{"role": "user", "content": "mail me at a@b.example"}]}
+        body = httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=10).json()
+        assert body["model"] == "support" and body["choices"][0]["message"]["content"].endswith("support-1")
+        # Streaming passes through (usage requested from vLLM for the log); the model id is the served one.
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json={**chat, "stream": True}, timeout=10) as r:
+            lines = [line for line in r.iter_lines() if line.startswith("data:")]
+        assert lines[-1] == "data: [DONE]" and '"model":"support"' in lines[0].replace(" ", "")
+        assert _events(fake_vllm_env, "request")[-1]["stream_options"] == {"include_usage": True}
+        # Unbuffered: the first event arrives while vLLM is still generating the rest (0.4 s per piece).
+        started = time.monotonic()
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json={**chat, "stream": True, "fake_delay": 0.4},
+                          timeout=10) as r:
+            lines = r.iter_lines()
+            first = next(line for line in lines if line.startswith("data:"))
+            first_at = time.monotonic() - started
+            rest = [line for line in lines if line.startswith("data:")]
+        total = time.monotonic() - started
+        assert '"content": "fake"' in first and rest[-1] == "data: [DONE]"
+        assert first_at < 0.8 and total >= 1.5
+        unknown = httpx.post(f"{url}/v1/chat/completions", json={**chat, "model": "nope"}, timeout=10)
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+
+        # Reload: a slow request on v1 is in flight while v2 is loaded; it must complete.
+        slow = {**chat, "fake_delay": 1.0}
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            inflight = pool.submit(httpx.post, f"{url}/v1/chat/completions", json=slow, timeout=30)
+            time.sleep(0.3)
+            reply = httpx.post(f"{url}/admin/reload", headers={"X-Llmops-Admin-Token": "adm"}, timeout=30,
+                               json={"model_dir": str(v2), "model_ref": "support:2", "model_name": "support",
+                                     "lora_rank": 16})
+            assert reply.status_code == 200, reply.text
+            assert inflight.result().status_code == 200
+        assert _events(fake_vllm_env, "load") == [{"event": "load", "lora_name": "support-2", "lora_path": str(v2)}]
+        after = httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=10).json()
+        assert after["choices"][0]["message"]["content"].endswith("support-2")
+        deadline = time.monotonic() + 5
+        while not _events(fake_vllm_env, "unload") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _events(fake_vllm_env, "unload")[0]["lora_name"] == "support-1"
+        assert httpx.post(f"{url}/admin/reload", json={}, timeout=5).status_code == 403
+
+        log = [json.loads(line) for line in Path(spec["request_log"]).read_text().splitlines()]
+        assert {r["backend"] for r in log} == {"vllm"}
+        streamed = [r for r in log if r["ttft_ms"] is not None]
+        assert streamed and streamed[0]["completion_tokens"] == 4 and streamed[0]["response_id"] == "chatcmpl-fake2"
+        assert "[EMAIL]" in log[0]["prompt"] and "a@b.example" not in json.dumps(log)
+    finally:
+        assert lifecycle.stop_server(endpoint_file)
+    deadline = time.monotonic() + 10
+    while not (_gone(endpoint["pid"]) and _gone(vllm_pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(endpoint["pid"]) and _gone(vllm_pid), "no orphan vLLM process after stop"
+
+
+def test_oom_at_start_is_a_clear_error_and_leaves_no_process(tmp_path, fake_vllm_env, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_MODE", "oom")
+    spec = _spec(tmp_path, _adapter(tmp_path, "v1"), free_port())
+    with pytest.raises(BackendUnavailable, match="out of GPU memory") as info:
+        lifecycle.start_detached(spec, str(tmp_path / "serve/endpoint.json"), 30)
+    assert "gpu_memory_utilization" in str(info.value)
+    assert not (tmp_path / "serve/endpoint.json").exists()
+
+
+def test_a_backend_that_dies_gives_503_and_a_clear_status(tmp_path, fake_vllm_env, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_MODE", "die")
+    spec = _spec(tmp_path, _adapter(tmp_path, "v1"), free_port())
+    endpoint_file = str(tmp_path / "serve/endpoint.json")
+    endpoint = lifecycle.start_detached(spec, endpoint_file, 30)
+    try:
+        time.sleep(2.5)
+        chat = {"model": "support", "messages": [{"role": "user", "content": "hi"}]}
+        response = httpx.post(f"{endpoint['url']}/v1/chat/completions", json=chat, timeout=10)
+        assert response.status_code == 503 and "exited with code 3" in response.json()["error"]["message"]
+        status = lifecycle.server_status(endpoint_file)
+        assert status["running"] and not status["ready"] and "exited" in status["error"]
+    finally:
+        lifecycle.stop_server(endpoint_file)
