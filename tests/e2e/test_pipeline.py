@@ -15,7 +15,6 @@ import pytest
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.e2e
-COPY = ["dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", "configs", "data/raw", "llmops_cli"]
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess[str]:
@@ -27,13 +26,13 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("project")
-    for rel in COPY:
-        src, dst = ROOT / rel, work / rel
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+    # Exactly what a fresh clone holds: the tracked files, none of the local outputs.
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for rel in tracked.splitlines():
+        if rel == "dvc.lock" or not (ROOT / rel).is_file():
+            continue  # without the lock every stage runs, as on a machine that never ran the pipeline
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, work / rel)
     config = work / "configs/demo.yaml"
     config.write_text(config.read_text().replace("port: 8321", f"port: {free_port()}"))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "CI": "1"}
