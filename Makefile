@@ -17,6 +17,7 @@ help:
 	@echo "make test     set up .venv and run the test suite"
 	@echo "make stop     stop the demo server"
 	@echo "stage targets: base-model prep tune eval register serve ask monitor pipeline lint clean"
+	@echo "more: monitor-check monitor-report monitor-export monitor-rules bench"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,3 +67,20 @@ stop:
 
 clean: stop
 	rm -rf models data/processed artifacts metrics reports registry serve dvc.lock .dvc/cache .dvc/tmp
+
+.PHONY: monitor-check monitor-report monitor-export monitor-rules bench
+monitor-check: setup
+	$(LLMOPS) monitor check -c $(CONFIG)
+monitor-report: setup
+	$(LLMOPS) monitor report -c $(CONFIG)
+monitor-export: setup
+	$(LLMOPS) monitor export -c $(CONFIG)
+monitor-rules: setup
+	$(LLMOPS) monitor export-rules -c $(CONFIG)
+
+# CPU benchmarks (results and commands: benchmarks/RESULTS.md)
+bench: setup
+	$(BIN)/python benchmarks/help_bench.py
+	$(BIN)/python benchmarks/prep_bench.py --rows 100000
+	$(BIN)/python benchmarks/monitor_bench.py --lines 1000000
+	$(BIN)/python benchmarks/serve_bench.py
