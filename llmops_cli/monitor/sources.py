@@ -106,8 +106,8 @@ def parse_prometheus(text: str, prefix: str = "llmops") -> dict[str, dict[str, A
 
     Reads `<prefix>_requests_total{model,status}`, the histograms `<prefix>_request_latency_seconds` and
     `<prefix>_time_to_first_token_seconds`, `<prefix>_tokens_total{model,direction=in|out}` and
-    `<prefix>_feedback_total{rating}`. Series without a `model` label (the gateway's histograms and
-    feedback today) are reported under "all". Absent families are left out; malformed text raises DataError.
+    `<prefix>_feedback_total{rating,model}`. Series without a `model` label (other exporters)
+    are reported under "all". Absent families are left out; malformed text raises DataError.
     """
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -145,14 +145,16 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("llmops_requests", "Requests to /v1 routes.", ["path", "status", "model"],
                                 registry=self.registry)
-        self.latency = Histogram("llmops_request_latency_seconds", "Request latency (to the last byte).", ["path"],
+        self.latency = Histogram("llmops_request_latency_seconds", "Request latency (to the last byte).",
+                                 ["path", "model"],
                                  registry=self.registry,
                                  buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120))
-        self.ttft = Histogram("llmops_time_to_first_token_seconds", "Time to first streamed byte.", ["path"],
+        self.ttft = Histogram("llmops_time_to_first_token_seconds", "Time to first streamed byte.", ["path", "model"],
                               registry=self.registry, buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
         self.tokens = Counter("llmops_tokens", "Tokens processed.", ["direction", "model"], registry=self.registry)
         self.errors = Counter("llmops_errors", "Error answers by code.", ["code"], registry=self.registry)
-        self.feedback = Counter("llmops_feedback", "Feedback received by rating.", ["rating"], registry=self.registry)
+        self.feedback = Counter("llmops_feedback", "Feedback received by rating.", ["rating", "model"],
+                                registry=self.registry)
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
@@ -212,9 +214,9 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
         path = request.scope["path"]  # cheaper than building request.url
         ref = meta.get("model") or current["ref"]
         metrics.requests.labels(path, str(status), ref).inc()
-        metrics.latency.labels(path).observe(latency)
+        metrics.latency.labels(path, ref).observe(latency)
         if ttft_ms is not None:
-            metrics.ttft.labels(path).observe(ttft_ms / 1000)
+            metrics.ttft.labels(path, ref).observe(ttft_ms / 1000)
         if meta.get("prompt_tokens"):
             metrics.tokens.labels("in", ref).inc(meta["prompt_tokens"])
         if meta.get("completion_tokens"):
@@ -381,7 +383,7 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
         feedback_log.write({"ts": time.time(), "response_id": body.response_id, "rating": body.rating,
                             "comment": redact(body.comment), "correction": redact(body.correction),
                             "model": current["ref"]})
-        metrics.feedback.labels(str(body.rating)).inc()
+        metrics.feedback.labels(str(body.rating), current["ref"]).inc()
         record(request, rid, 200, started, {}, None)
         return JSONResponse({"object": "feedback", "response_id": body.response_id, "status": "recorded"})
 

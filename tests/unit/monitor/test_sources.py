@@ -21,15 +21,15 @@ def _metrics_text() -> str:
     metrics.requests.labels("/v1/chat/completions", "500", "m:1").inc(10)
     # Two paths: their histogram series must be summed per bucket, as PromQL's sum by (le) does.
     for _ in range(50):
-        metrics.latency.labels("/v1/chat/completions").observe(0.02)
+        metrics.latency.labels("/v1/chat/completions", "m:1").observe(0.02)
     for _ in range(50):
-        metrics.latency.labels("/v1/completions").observe(0.04)
+        metrics.latency.labels("/v1/completions", "m:1").observe(0.04)
     for _ in range(10):
-        metrics.ttft.labels("/v1/chat/completions").observe(0.007)
+        metrics.ttft.labels("/v1/chat/completions", "m:1").observe(0.007)
     metrics.tokens.labels("in", "m:1").inc(1000)
     metrics.tokens.labels("out", "m:1").inc(400)
     for rating in ("5", "4", "3"):
-        metrics.feedback.labels(rating).inc()
+        metrics.feedback.labels(rating, "m:1").inc()
     return metrics.render().decode()
 
 
@@ -38,7 +38,7 @@ def test_parse_prometheus_text_from_the_gateway():
     stats = parsed["m:1"]
     assert stats["requests"] == 100 and stats["errors"] == 10 and stats["error_rate"] == pytest.approx(0.1)
     assert stats["tokens_in"] == 1000 and stats["tokens_out"] == 400
-    gateway = parsed["all"]  # series without a model label
+    gateway = parsed["m:1"]  # every series carries the model label, so all of it is per version
     assert gateway["mean_rating"] == pytest.approx(4.0) and gateway["feedback_count"] == 3
     # buckets .01 .025 .05: half the observations in (.01, .025], half in (.025, .05]; p50 at the .025 bound
     assert gateway["latency_p50_ms"] == pytest.approx(25.0)
@@ -110,7 +110,7 @@ def test_logs_and_metrics_from_urls(http_server, tmp_path):
     result = summarize(cfg)
     assert result.overall["requests"] == 4 and result.corrupt_lines == 1
     assert result.per_model["m:1"]["mean_rating"] == 4
-    assert result.gateway_metrics["m:1"]["requests"] == 100 and result.gateway_metrics["all"]["latency_p50_ms"]
+    assert result.gateway_metrics["m:1"]["requests"] == 100 and result.gateway_metrics["m:1"]["latency_p50_ms"]
     assert json.loads((tmp_path / "out.json").read_text())["gateway_metrics"]["m:1"]["errors"] == 10
     bad = cfg.model_copy(update={"request_log": f"{base}/missing.jsonl"})
     with pytest.raises(DataError, match="cannot read"):
