@@ -8,7 +8,9 @@ import typer
 
 from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project
 
-app = typer.Typer(help="Model registry: add a version (default), list, show.")
+app = typer.Typer(
+    help="Model registry: add a version (default), list, show, diff, promote, rollback, verify, export, gc."
+)
 
 
 @app.callback(invoke_without_command=True)
@@ -28,6 +30,8 @@ def register(
         from llmops_cli.registry.register import register_model
 
         result = register_model(cfg, force_reason=reason if force else None)
+        for problem in result.version.manifest.get("serve_readiness", {}).get("reasons", []):
+            console.warn(f"serve readiness: {problem}")
         verb = "registered" if result.created else "already registered (identical content)"
         console.result(result.to_dict(), f"{verb}: {result.version.ref} (sha256 {result.version.digest[:12]})")
 
@@ -40,16 +44,20 @@ def list_versions(
     """List registered versions."""
     with command(json_) as console:
         cfg = load_project(config, set_)
-        from llmops_cli.registry.store import LocalRegistry
+        from llmops_cli.registry.store import open_registry
 
-        versions = LocalRegistry(cfg.registry.root).list(name)
-        console.table("registered versions", ["ref", "created", "by", "exact_match", "forced"], [
-            [v.ref, v.created_at, v.created_by,
+        registry = open_registry(cfg)
+        versions = registry.list(name)
+        aliases = {n: registry.aliases(n) for n in {v.name for v in versions}}
+        tags = {(n, ver): [a for a, target in al.items() if target == ver] for n, al in aliases.items()
+                for ver in al.values()}
+        console.table("registered versions", ["ref", "aliases", "created", "by", "exact_match", "forced"], [
+            [v.ref, ",".join(tags.get((v.name, v.version), [])), v.created_at, v.created_by,
              ((v.manifest.get("eval") or {}).get("tuned") or {}).get("exact_match", ""), v.forced]
             for v in versions
         ])
-        console.result({"versions": [{"ref": v.ref, "created_at": v.created_at, "digest": v.digest}
-                                     for v in versions]})
+        console.result({"versions": [{"ref": v.ref, "created_at": v.created_at, "digest": v.digest,
+                                      "aliases": tags.get((v.name, v.version), [])} for v in versions]})
 
 
 @app.command("show")
@@ -62,10 +70,127 @@ def show(
 
     with command(json_) as console:
         cfg = load_project(config, set_)
-        from llmops_cli.registry.store import LocalRegistry
+        from llmops_cli.registry.store import open_registry
 
-        version = LocalRegistry(cfg.registry.root).resolve(ref, default_name=cfg.project.name)
+        registry = open_registry(cfg)
+        version = registry.resolve(ref, default_name=cfg.project.name)
+        data = {**version.to_dict(), "aliases": {a: v for a, v in registry.aliases(version.name).items()},
+                "alias_history": registry.alias_history(version.name)}
         if json_:
-            console.result(version.to_dict())
+            console.result(data)
         else:
-            typer.echo(json.dumps(version.to_dict(), indent=2, default=str))
+            typer.echo(json.dumps(data, indent=2, default=str))
+
+
+RefArg = Annotated[str, typer.Argument(help="NAME[@alias|:version], or latest.")]
+ReloadOpt = Annotated[bool, typer.Option("--reload", help="Switch the running server to the new target.")]
+ByOpt = Annotated[str | None, typer.Option("--by", help="Who approves / performs the change (recorded).")]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (recorded in the alias history).")]
+
+
+@app.command("promote")
+def promote(
+    ref: RefArg,
+    to: Annotated[str, typer.Option("--to", help="Alias (stage) to point at the version, e.g. production.")],
+    approve: Annotated[bool, typer.Option("--approve", help="Explicit approval (needed for protected aliases).")]
+    = False,
+    by: ByOpt = None, reason: ReasonOpt = None, reload: ReloadOpt = False,
+    config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
+) -> None:
+    """Point an alias at a version; production needs --approve --by NAME --reason TEXT."""
+    with command(json_) as console:
+        cfg = load_project(config, set_)
+        from llmops_cli.registry.operations import promote as do_promote
+
+        change = do_promote(cfg, ref, to, approve=approve, by=by, reason=reason, reload=reload)
+        before = f" (was :{change.previous})" if change.previous else ""
+        console.result(change.to_dict(), f"{change.name}@{change.alias} -> :{change.version}{before}")
+
+
+@app.command("rollback")
+def rollback(
+    alias: Annotated[str, typer.Argument(help="The alias to roll back, e.g. production.")],
+    name: Annotated[str | None, typer.Option("--name", help="Model name (default: project.name).")] = None,
+    by: ByOpt = None, reason: ReasonOpt = None, reload: ReloadOpt = False,
+    config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
+) -> None:
+    """Restore the version the alias pointed at before its current one."""
+    with command(json_) as console:
+        cfg = load_project(config, set_)
+        from llmops_cli.registry.operations import rollback as do_rollback
+
+        change = do_rollback(cfg, alias, name=name, by=by, reason=reason, reload=reload)
+        console.result(change.to_dict(), f"{change.name}@{change.alias} rolled back to :{change.version} "
+                                         f"(from :{change.previous})")
+
+
+@app.command("diff")
+def diff(a: RefArg, b: RefArg, config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
+    """Metrics, config, data and file differences between two versions."""
+    with command(json_) as console:
+        cfg = load_project(config, set_)
+        from llmops_cli.registry.operations import diff as do_diff
+        from llmops_cli.registry.store import open_registry
+
+        registry = open_registry(cfg)
+        result = do_diff(registry.resolve(a, cfg.project.name), registry.resolve(b, cfg.project.name))
+        console.table(f"metrics {result['a']} -> {result['b']}", ["metric", "a", "b", "delta"],
+                      [[k, v["a"], v["b"], v["delta"] if v["delta"] is not None else ""]
+                       for k, v in result["metrics"].items()])
+        for part in ("config", "data", "base_model"):
+            if result[part]:
+                console.table(f"{part} changes", ["key", "a", "b"],
+                              [[k, v["a"], v["b"]] for k, v in result[part].items()])
+        console.result(result, f"files: {len(result['files']['changed'])} changed, "
+                               f"{len(result['files']['added'])} added, {len(result['files']['removed'])} removed")
+
+
+@app.command("verify")
+def verify(ref: RefArg = "latest", all_: Annotated[bool, typer.Option("--all", help="Every version.")] = False,
+           config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
+    """Re-hash every file of a version (or all); exit 1 on tampering or corruption."""
+    with command(json_) as console:
+        cfg = load_project(config, set_)
+        from llmops_cli.errors import RegistryError
+        from llmops_cli.registry.store import open_registry
+
+        registry = open_registry(cfg)
+        versions = registry.list() if all_ else [registry.resolve(ref, cfg.project.name)]
+        report = {v.ref: registry.verify(v) for v in versions}
+        bad = {k: v for k, v in report.items() if v}
+        console.result({"verified": len(report), "problems": bad}, None if bad else f"{len(report)} version(s) intact")
+        if bad:
+            raise RegistryError("verification failed: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in bad.items()))
+
+
+@app.command("export")
+def export(
+    ref: RefArg,
+    dest: Annotated[str, typer.Argument(help="An empty or new directory.")],
+    merge: Annotated[bool, typer.Option("--merge", help="Merge a LoRA adapter into its base weights.")] = False,
+    push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", help="Also push to this hub repo.")] = None,
+    config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
+) -> None:
+    """Write a version as a plain Hugging Face directory (optionally merged, optionally pushed)."""
+    with command(json_) as console:
+        cfg = load_project(config, set_)
+        from llmops_cli.registry.operations import export as do_export
+        from llmops_cli.registry.store import open_registry
+
+        registry = open_registry(cfg)
+        result = do_export(cfg, registry, registry.resolve(ref, cfg.project.name), dest, merge, push_to_hub)
+        merged = " (merged)" if result["merged"] else ""
+        console.result(result, f"exported {result['ref']} to {result['path']}{merged}")
+
+
+@app.command("gc")
+def gc(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be deleted.")] = False,
+       config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
+    """Delete blobs that no version references."""
+    with command(json_) as console:
+        cfg = load_project(config, set_)
+        from llmops_cli.registry.store import open_registry
+
+        result = open_registry(cfg).gc(dry_run=dry_run)
+        verb = "would delete" if dry_run else "deleted"
+        console.result(result, f"{verb} {result['removed']} blob(s), {result['bytes']:,} bytes")

@@ -9,7 +9,8 @@ from typing import Any
 
 from llmops_cli.config.schema import ProjectConfig
 from llmops_cli.errors import GateFailed, RegistryError
-from llmops_cli.registry.store import LocalRegistry, Version
+from llmops_cli.registry.card import model_card, serve_readiness
+from llmops_cli.registry.store import Version, open_registry
 from llmops_cli.utils import atomic_write_json, git_commit, package_versions
 
 
@@ -50,8 +51,12 @@ def register_model(cfg: ProjectConfig, force_reason: str | None = None) -> Regis
         "packages": package_versions(),
         "train_git_commit": run.get("git_commit"),
         "train_packages": run.get("packages"),
+        "serve_readiness": serve_readiness(Path(rcfg.model_dir), prep),
     }
-    version, created = LocalRegistry(rcfg.root).add(cfg.project.name, rcfg.model_dir, manifest, force_reason)
+    # The card is part of the version's content (README.md, as on the hub), generated from the lineage.
+    card = model_card(cfg.project.name, manifest).encode()
+    version, created = open_registry(cfg).add(cfg.project.name, rcfg.model_dir, manifest, force_reason,
+                                              extra_files={"README.md": card})
     result = RegisterResult(version, created)
     atomic_write_json(rcfg.output, result.to_dict())
     return result

@@ -19,9 +19,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmops_cli.errors import RegistryError
+
+if TYPE_CHECKING:
+    from llmops_cli.config.schema import ProjectConfig
 from llmops_cli.utils import hash_tree, sha256_file, tree_digest
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -97,18 +100,30 @@ class LocalRegistry:
 
     # -- writing ---------------------------------------------------------------------------------
     def add(self, name: str, source_dir: str | Path, manifest: dict[str, Any], forced_reason: str | None = None,
-            ) -> tuple[Version, bool]:
-        """Store source_dir as a new version of `name`; returns (version, created). Identical content
-        already registered under this name returns that version instead of a duplicate."""
+            extra_files: dict[str, bytes] | None = None) -> tuple[Version, bool]:
+        """Store source_dir (plus generated `extra_files`, e.g. the model card) as a new version of
+        `name`; returns (version, created). Identical content already registered under this name
+        returns that version instead of a duplicate."""
         check_name(name)
         source = Path(source_dir)
         if not source.is_dir():
             raise RegistryError(f"nothing to register: {source} is not a directory",
                                 hint="run `llmops tune` first")
-        files = {p: h for p, h in hash_tree(source).items() if not p.startswith("checkpoints/")}
+        with tempfile.TemporaryDirectory() as extra_dir:
+            for rel, data in (extra_files or {}).items():
+                (Path(extra_dir) / rel).parent.mkdir(parents=True, exist_ok=True)
+                (Path(extra_dir) / rel).write_bytes(data)
+            sources = {p: source / p for p in hash_tree(source) if not p.startswith("checkpoints/")}
+            sources.update({rel: Path(extra_dir) / rel for rel in extra_files or {}})
+            files = {rel: sha256_file(path) for rel, path in sorted(sources.items())}
+            for rel, sha in files.items():
+                self._put_blob(sources[rel], sha)
+            sizes = {rel: sources[rel].stat().st_size for rel in files}
+        return self._commit_version(name, files, sizes, manifest, forced_reason)
+
+    def _commit_version(self, name: str, files: dict[str, str], sizes: dict[str, int], manifest: dict[str, Any],
+                        forced_reason: str | None) -> tuple[Version, bool]:
         digest = tree_digest(files)
-        for rel, sha in files.items():
-            self._put_blob(source / rel, sha)
         with self._db() as conn:
             conn.execute("BEGIN IMMEDIATE")  # serialises writers: version numbers never collide
             try:
@@ -126,7 +141,7 @@ class LocalRegistry:
                 )
                 conn.executemany(
                     "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
-                    [(name, number, rel, sha, (source / rel).stat().st_size) for rel, sha in files.items()],
+                    [(name, number, rel, sha, sizes[rel]) for rel, sha in files.items()],
                 )
                 conn.execute("COMMIT")
             except BaseException:
@@ -183,6 +198,69 @@ class LocalRegistry:
         with self._db() as conn:
             return dict(conn.execute("SELECT alias, version FROM aliases WHERE name=?", (name,)).fetchall())
 
+    def set_alias(self, name: str, alias: str, version: int, actor: str, reason: str | None) -> int | None:
+        """Point `alias` at `version` (recorded in the alias history); returns the previous version."""
+        check_alias(alias)
+        with self._db() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if not conn.execute("SELECT 1 FROM versions WHERE name=? AND version=?", (name, version)).fetchone():
+                    raise RegistryError(f"no version {name}:{version}", hint="`llmops register list` shows versions")
+                row = conn.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (name, alias)).fetchone()
+                previous = row[0] if row else None
+                conn.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?)", (name, alias, version, _now()))
+                conn.execute("INSERT INTO alias_history (name, alias, version, previous, actor, reason, at) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)", (name, alias, version, previous, actor, reason, _now()))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return previous
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
+        """Every change of an alias (or of all aliases of `name`), oldest first."""
+        query = "SELECT alias, version, previous, actor, reason, at FROM alias_history WHERE name=?"
+        args: tuple[Any, ...] = (name,)
+        if alias:
+            query, args = query + " AND alias=?", (name, alias)
+        with self._db() as conn:
+            rows = conn.execute(query + " ORDER BY id", args).fetchall()
+        keys = ("alias", "version", "previous", "actor", "reason", "at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def rollback_target(self, name: str, alias: str) -> int:
+        """The version `alias` pointed at before its current one (walking back over earlier rollbacks)."""
+        current = self.aliases(name).get(alias)
+        if current is None:
+            raise RegistryError(f"{name}@{alias} is not set: nothing to roll back")
+        # Replay the history as a stack: a rollback pops, any other change pushes.
+        stack: list[int] = []
+        for event in self.alias_history(name, alias):
+            if (event["reason"] or "").startswith("rollback") and stack:
+                stack.pop()
+            else:
+                stack.append(event["version"])
+        if len(stack) < 2 or stack[-1] != current:
+            raise RegistryError(f"{name}@{alias} has no earlier version to roll back to",
+                                hint="promote a specific version instead")
+        return stack[-2]
+
+    def gc(self, dry_run: bool = False) -> dict[str, Any]:
+        """Delete blobs no version references (and leftovers of interrupted copies)."""
+        with self._db() as conn:
+            referenced = {row[0] for row in conn.execute("SELECT DISTINCT sha256 FROM files")}
+        removed, freed = [], 0
+        for blob in sorted(self.blobs.glob("*/*")) if self.blobs.is_dir() else []:
+            if blob.name in referenced:
+                continue
+            if blob.name.startswith(".incoming-") and time.time() - blob.stat().st_mtime < 3600:
+                continue  # possibly a registration in progress right now
+            removed.append(blob.name)
+            freed += blob.stat().st_size
+            if not dry_run:
+                blob.unlink()
+        return {"removed": len(removed), "bytes": freed, "dry_run": dry_run, "referenced": len(referenced)}
+
     def verify(self, version: Version) -> list[str]:
         """Problems found re-hashing every blob of a version (empty when intact)."""
         problems = []
@@ -217,6 +295,22 @@ class LocalRegistry:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+
+def open_registry(cfg: ProjectConfig) -> LocalRegistry:
+    """The registry the config selects (the MLflow backend shares LocalRegistry's interface)."""
+    if cfg.registry.backend == "mlflow":
+        from llmops_cli.registry.mlflow_store import MlflowRegistry
+
+        return MlflowRegistry(cfg.registry.mlflow_tracking_uri, cache_root=cfg.registry.root)  # type: ignore[return-value]
+    return LocalRegistry(cfg.registry.root)
+
+
+def check_alias(alias: str) -> str:
+    if not ALIAS_RE.match(alias) or alias == "latest":
+        raise RegistryError(f"invalid alias {alias!r}",
+                            hint="aliases are lower-case words such as staging or production ('latest' is implicit)")
+    return alias
 
 
 def _parse_ref(ref: str, default_name: str | None) -> tuple[str, str | None, int | None]:

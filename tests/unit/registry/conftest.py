@@ -1,0 +1,1 @@
+from tests.registry_fixtures import adapter_project  # noqa: F401
