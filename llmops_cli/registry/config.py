@@ -17,6 +17,9 @@ class RegisterSection(Section):
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow tracking/registry URI for backend=mlflow (e.g. sqlite:///mlflow.db or http://host)."
     )
+    mlflow_artifact_location: str | None = Field(
+        None, description="Artifact location for the registry's MLflow experiment (default: the server's)."
+    )
     model_dir: str = Field("artifacts/tune", description="Tuned model directory to register.")
     eval_metrics: str = Field("metrics/eval.json", description="Eval metrics whose gates must have passed.")
     prep_report: str = Field("reports/prep.json", description="Prep report recorded as data lineage.")

@@ -230,12 +230,15 @@ class LocalRegistry:
 
     def rollback_target(self, name: str, alias: str) -> int:
         """The version `alias` pointed at before its current one (walking back over earlier rollbacks)."""
-        current = self.aliases(name).get(alias)
+        return self._rollback_from_history(self.aliases(name).get(alias), self.alias_history(name, alias), name, alias)
+
+    @staticmethod
+    def _rollback_from_history(current: int | None, history: list[dict[str, Any]], name: str, alias: str) -> int:
         if current is None:
             raise RegistryError(f"{name}@{alias} is not set: nothing to roll back")
         # Replay the history as a stack: a rollback pops, any other change pushes.
         stack: list[int] = []
-        for event in self.alias_history(name, alias):
+        for event in history:
             if (event["reason"] or "").startswith("rollback") and stack:
                 stack.pop()
             else:
@@ -302,7 +305,10 @@ def open_registry(cfg: ProjectConfig) -> LocalRegistry:
     if cfg.registry.backend == "mlflow":
         from llmops_cli.registry.mlflow_store import MlflowRegistry
 
-        return MlflowRegistry(cfg.registry.mlflow_tracking_uri, cache_root=cfg.registry.root)  # type: ignore[return-value]
+        return MlflowRegistry(  # type: ignore[return-value]
+            cfg.registry.mlflow_tracking_uri, cache_root=cfg.registry.root,
+            artifact_location=cfg.registry.mlflow_artifact_location,
+        )
     return LocalRegistry(cfg.registry.root)
 
 
