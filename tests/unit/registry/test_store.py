@@ -67,7 +67,7 @@ def _register(root: str, src: str, out: str) -> None:
 
 
 def test_concurrent_registrations_get_distinct_complete_versions(tmp_path):
-    srcs = [_model_dir(tmp_path, f"m{i}", f"payload-{i}") for i in range(6)]
+    srcs = [_model_dir(tmp_path, f"m{i}", f"payload-{i}") for i in range(8)]
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_register, args=(str(tmp_path / "reg"), str(s), str(tmp_path / f"out{i}")))
              for i, s in enumerate(srcs)]
@@ -76,8 +76,8 @@ def test_concurrent_registrations_get_distinct_complete_versions(tmp_path):
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    numbers = sorted(int((tmp_path / f"out{i}").read_text()) for i in range(6))
-    assert numbers == [1, 2, 3, 4, 5, 6]
+    numbers = sorted(int((tmp_path / f"out{i}").read_text()) for i in range(8))
+    assert numbers == list(range(1, 9))
     reg = LocalRegistry(tmp_path / "reg")
     assert all(reg.verify(v) == [] for v in reg.list("demo"))
 
