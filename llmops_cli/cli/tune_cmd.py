@@ -1,24 +1,47 @@
-"""`llmops tune`."""
+"""`llmops tune` (train), `tune merge`."""
 
 from __future__ import annotations
+
+import sys
+from typing import Annotated
 
 import typer
 
 from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project
 
-app = typer.Typer(help="Fine-tune the base model (LoRA or full) on prep's splits.")
+app = typer.Typer(help="Fine-tune the base model (LoRA, QLoRA or full) on prep's splits.")
 
 
 @app.callback(invoke_without_command=True)
-def tune(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
-    """Fine-tune the base model (LoRA or full) on prep's splits; saves the adapter and a run manifest."""
+def tune(
+    ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the memory estimate and exit.")] = False,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, help="Processes (GPUs): wraps torchrun.")] = 1,
+) -> None:
+    """Fine-tune the base model on prep's splits; saves the adapter and a run manifest."""
     if ctx.invoked_subcommand is not None:
         return
     with command(json_) as console:
         cfg = load_project(config, set_)
-        from llmops_cli.tune.train import run_tune
+        if nproc > 1:
+            from llmops_cli.tune.launch import relaunch
 
-        console.info(f"fine-tuning {cfg.model.base} ({cfg.tune.method}) on {cfg.tune.data_dir}")
+            raise typer.Exit(relaunch(nproc, sys.argv[1:]))
+        from llmops_cli.tune.train import preflight, run_tune
+
+        estimate, budget = preflight(cfg)
+        rows = [[k.removesuffix("_gib"), f"{v:.2f} GiB" if v >= 1 else f"{v * 1024:.1f} MiB"]
+                for k, v in estimate.to_dict().items() if k.endswith("_gib")]
+        console.table("memory pre-flight (estimated peak)", ["part", "size"],
+                      [*rows, ["budget", f"{budget:.1f} GiB" if budget else "no GPU visible"]])
+        if dry_run:
+            console.result({"estimate": estimate.to_dict(), "budget_gib": budget},
+                           f"estimated peak {estimate.total_gib:.2f} GiB; "
+                           f"{estimate.trainable_params:,} of {estimate.total_params:,} parameters trained")
+            return
+        console.info(f"fine-tuning {cfg.model.base} ({cfg.tune.method}) on {cfg.tune.data_dir}"
+                     + (" (resuming)" if resume else ""))
         with console.progress("training", total=None) as bar:
             seen = {"step": 0}
 
@@ -28,7 +51,21 @@ def tune(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, json
                 bar.advance(step - seen["step"], **info)
                 seen["step"] = step
 
-            result = run_tune(cfg, on_progress=on_progress)
+            result = run_tune(cfg, on_progress=on_progress, resume=resume)
         console.table("validation loss", ["before", "after"], [[result.eval_loss_before, result.eval_loss_after]])
         console.result(result.to_dict(), f"{result.steps} steps in {result.seconds:.0f}s "
                                          f"({result.tokens_per_second:.0f} tok/s); saved to {result.output_dir}")
+
+
+@app.command("merge")
+def merge(
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Default: <tune.output_dir>/merged.")] = None,
+    config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
+) -> None:
+    """Merge the trained adapter into the base weights (a QLoRA base is dequantised correctly)."""
+    with command(json_) as console:
+        cfg = load_project(config, set_)
+        from llmops_cli.tune.train import merge_adapter
+
+        result = merge_adapter(cfg, output)
+        console.result(result, f"merged model written to {result['output']}")

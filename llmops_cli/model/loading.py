@@ -55,15 +55,19 @@ def load_tokenizer(model: ModelSection, path: str | None = None) -> PreTrainedTo
 
 
 def load_causal_lm(
-    model: ModelSection, device: str | None = None, adapter: str | None = None, merge: bool = False
+    model: ModelSection, device: str | None = None, adapter: str | None = None, merge: bool = False,
+    quantization_config: Any = None,
 ) -> PreTrainedModel:
-    """Load the base model from safetensors, optionally with a PEFT adapter (merged if asked)."""
+    """Load the base model from safetensors, optionally 4-bit quantised or with a PEFT adapter (merged if asked)."""
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
+    extra: dict[str, Any] = {}
+    if quantization_config is not None:  # bitsandbytes places the weights itself
+        extra = {"quantization_config": quantization_config, "device_map": {"": 0}}
     try:
         lm = AutoModelForCausalLM.from_pretrained(
-            model.base, dtype=resolve_dtype(model.dtype, device), use_safetensors=True, **_hub_kwargs(model)
+            model.base, dtype=resolve_dtype(model.dtype, device), use_safetensors=True, **_hub_kwargs(model), **extra
         )
     except OSError as exc:
         raise _not_found(model.base, exc) from None
@@ -73,7 +77,7 @@ def load_causal_lm(
         lm = PeftModel.from_pretrained(lm, adapter)
         if merge:
             lm = lm.merge_and_unload()
-    return lm.to(device).eval()
+    return (lm if quantization_config is not None else lm.to(device)).eval()
 
 
 def is_adapter_dir(path: str | Path) -> bool:

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from llmops_cli.config.schema import ProjectConfig
-from llmops_cli.errors import DataError
+from llmops_cli.errors import BackendUnavailable, DataError, LlmopsError
 from llmops_cli.tune.data import read_jsonl, to_sft_example
+from llmops_cli.tune.memory import MemoryEstimate, estimate_for, gpu_budget_gib
 from llmops_cli.utils import (
     atomic_write_json,
+    atomic_write_text,
     git_commit,
     hash_tree,
     package_versions,
@@ -22,6 +24,12 @@ from llmops_cli.utils import (
 )
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
+
+
+class TrainingInterrupted(LlmopsError):
+    """Training was stopped by a signal after saving a checkpoint (exit 130)."""
+
+    exit_code = 130
 
 
 @dataclass
@@ -51,13 +59,53 @@ def base_model_identity(base: str, revision: str | None) -> dict[str, Any]:
     return {"id": base, "local": False, "revision": revision}
 
 
+def check_method_supported(tcfg: Any, device: str) -> None:
+    """QLoRA needs CUDA and bitsandbytes: say so before anything is loaded."""
+    if tcfg.method != "qlora":
+        return
+    if device != "cuda":
+        raise BackendUnavailable(
+            "tune.method=qlora needs a CUDA GPU: bitsandbytes' 4-bit (NF4) kernels run only on CUDA",
+            hint="on this machine use --set tune.method=lora (same adapters on a full-precision base), "
+                 "or run on a GPU machine",
+        )
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise BackendUnavailable("tune.method=qlora needs bitsandbytes", hint="pip install 'llmops-cli[gpu]'")
+
+
+def quantization_config(tcfg: Any) -> Any:
+    """BitsAndBytesConfig for QLoRA, else None."""
+    if tcfg.method != "qlora":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type=tcfg.quant.quant_type,
+        bnb_4bit_use_double_quant=tcfg.quant.double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, tcfg.quant.compute_dtype),
+    )
+
+
+def _precision(tcfg: Any, device: str) -> dict[str, bool]:
+    import torch
+
+    if device != "cuda" or tcfg.precision == "fp32":
+        return {"bf16": False, "fp16": False}
+    if tcfg.precision == "bf16" or (tcfg.precision == "auto" and torch.cuda.is_bf16_supported()):
+        return {"bf16": True, "fp16": False}
+    return {"bf16": False, "fp16": True}
+
+
 def build_trainer(cfg: ProjectConfig, train_rows: list[dict[str, Any]], val_rows: list[dict[str, Any]],
-                  on_progress: ProgressFn | None = None) -> Any:
+                  on_progress: ProgressFn | None = None, interrupt: Any = None) -> Any:
     """An SFTTrainer for cfg (model loaded, adapters attached, data tokenised with label masks)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import PrinterCallback
+    from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     from llmops_cli.model.loading import default_device, load_causal_lm, load_tokenizer
@@ -65,18 +113,29 @@ def build_trainer(cfg: ProjectConfig, train_rows: list[dict[str, Any]], val_rows
     tcfg = cfg.tune
     torch.manual_seed(tcfg.seed)
     device = default_device()
+    check_method_supported(tcfg, device)
     tokenizer = load_tokenizer(cfg.model)
-    model = load_causal_lm(cfg.model, device=device)
+    model = load_causal_lm(cfg.model, device=device, quantization_config=quantization_config(tcfg))
+    if tcfg.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=tcfg.gradient_checkpointing)
     model.train()
     peft_config = None
-    if tcfg.method == "lora":
+    if tcfg.method in ("lora", "qlora"):
         peft_config = LoraConfig(
             r=tcfg.lora.r,
             lora_alpha=tcfg.lora.alpha,
             lora_dropout=tcfg.lora.dropout,
             target_modules=tcfg.lora.target_modules,
+            use_rslora=tcfg.lora.rslora,
+            use_dora=tcfg.lora.dora,
             task_type="CAUSAL_LM",
         )
+    evaluating = bool(tcfg.eval_steps and val_rows)
+    optimizer = tcfg.optimizer
+    if tcfg.method == "qlora" and optimizer == "adamw_torch":
+        optimizer = "paged_adamw_8bit"  # the QLoRA recipe: optimizer state paged out under pressure
     args = SFTConfig(
         output_dir=str(Path(tcfg.output_dir) / "checkpoints"),
         num_train_epochs=tcfg.epochs,
@@ -84,22 +143,39 @@ def build_trainer(cfg: ProjectConfig, train_rows: list[dict[str, Any]], val_rows
         per_device_train_batch_size=tcfg.batch_size,
         per_device_eval_batch_size=tcfg.batch_size,
         gradient_accumulation_steps=tcfg.grad_accum,
+        gradient_checkpointing=tcfg.gradient_checkpointing,
         learning_rate=tcfg.learning_rate,
         lr_scheduler_type=tcfg.lr_scheduler,
         warmup_steps=tcfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
         weight_decay=tcfg.weight_decay,
+        optim=optimizer,
         logging_steps=tcfg.logging_steps,
-        eval_strategy="no",
-        save_strategy="no",
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=tcfg.eval_steps or None,
+        save_strategy="steps" if tcfg.save_steps else "no",
+        save_steps=tcfg.save_steps or 500,
+        save_total_limit=tcfg.save_total_limit,
+        load_best_model_at_end=tcfg.load_best_at_end and evaluating,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
         seed=tcfg.seed,
         data_seed=tcfg.seed,
         report_to=tcfg.report_to or "none",
         max_length=tcfg.max_seq_length,
         completion_only_loss=True,
+        # Padding-free packing: examples share a row but position ids restart per example, so attention
+        # never crosses example boundaries.
+        packing=tcfg.packing,
+        packing_strategy="bfd",
         use_cpu=device == "cpu",
-        bf16=device == "cuda" and torch.cuda.is_bf16_supported(),
         disable_tqdm=True,
+        **_precision(tcfg, device),
     )
+    callbacks = [_progress_callback(on_progress)] if on_progress else []
+    if interrupt is not None:
+        callbacks.append(interrupt.callback())
+    if tcfg.early_stopping_patience and evaluating:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=tcfg.early_stopping_patience))
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -107,7 +183,7 @@ def build_trainer(cfg: ProjectConfig, train_rows: list[dict[str, Any]], val_rows
         eval_dataset=Dataset.from_list([to_sft_example(r) for r in val_rows]) if val_rows else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[_progress_callback(on_progress)] if on_progress else None,
+        callbacks=callbacks or None,
     )
     # The Trainer prints raw log dicts to stdout when tqdm is off; stdout belongs to --json output.
     trainer.remove_callback(PrinterCallback)
@@ -115,8 +191,75 @@ def build_trainer(cfg: ProjectConfig, train_rows: list[dict[str, Any]], val_rows
     return trainer
 
 
-def run_tune(cfg: ProjectConfig, on_progress: ProgressFn | None = None) -> TuneResult:
-    """Train per cfg.tune; writes the adapter (or full weights), tokenizer, manifest and metrics."""
+class Interrupt:
+    """SIGINT/SIGTERM during training: save a checkpoint at the end of the current step, then stop."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Interrupt:
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        import signal
+
+        if self.requested:  # a second signal: stop now
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class OnInterrupt(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+                if outer.requested:
+                    control.should_save = True
+                    control.should_training_stop = True
+
+        return OnInterrupt()
+
+
+def preflight(cfg: ProjectConfig) -> tuple[MemoryEstimate, float | None]:
+    """Estimate peak memory from the model config alone; refuse when it will not fit the GPU."""
+    from llmops_cli.model.loading import default_device
+
+    device = default_device()
+    check_method_supported(cfg.tune, device)
+    est = estimate_for(cfg.model, cfg.tune, device)
+    budget = gpu_budget_gib(cfg.tune) if device == "cuda" or cfg.tune.gpu_memory_gib else None
+    if budget is not None and est.total_gib > budget * 0.95:
+        raise BackendUnavailable(
+            f"estimated peak memory {est.total_gib:.1f} GiB exceeds the {budget:.1f} GiB available",
+            hint="enable tune.gradient_checkpointing, lower tune.batch_size or tune.max_seq_length, "
+                 "or use tune.method=qlora",
+        )
+    return est, budget
+
+
+def latest_checkpoint(output_dir: str) -> str | None:
+    ckpts = sorted(Path(output_dir, "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+def run_tune(cfg: ProjectConfig, on_progress: ProgressFn | None = None, resume: bool = False) -> TuneResult:
+    """Train per cfg.tune; writes the adapter (or full weights), tokenizer, manifest and metrics.
+
+    SIGINT/SIGTERM save a checkpoint and raise TrainingInterrupted; `resume=True` continues from the
+    latest checkpoint (mid-epoch, same data order)."""
     tcfg = cfg.tune
     started = time.time()
     data_dir = Path(tcfg.data_dir)
@@ -124,12 +267,26 @@ def run_tune(cfg: ProjectConfig, on_progress: ProgressFn | None = None) -> TuneR
     val_rows = read_jsonl(data_dir / "validation.jsonl")
     if not train_rows:
         raise DataError(f"{data_dir / 'train.jsonl'} is empty", hint="check the prep report for what was removed")
-    trainer = build_trainer(cfg, train_rows, val_rows, on_progress)
-    tokenizer = trainer.processing_class
-    out = Path(tcfg.output_dir)
-    eval_before = trainer.evaluate()["eval_loss"] if val_rows else None
-    train_out = trainer.train()
-    eval_after = trainer.evaluate()["eval_loss"] if val_rows else None
+    estimate_, budget = preflight(cfg)
+    checkpoint = latest_checkpoint(tcfg.output_dir) if resume else None
+    if resume and checkpoint is None:
+        raise DataError(f"--resume: no checkpoint under {Path(tcfg.output_dir) / 'checkpoints'}",
+                        hint="start without --resume, or set tune.save_steps to checkpoint during training")
+    with Interrupt() as interrupt:
+        trainer = build_trainer(cfg, train_rows, val_rows, on_progress, interrupt=interrupt)
+        tokenizer = trainer.processing_class
+        out = Path(tcfg.output_dir)
+        eval_before = trainer.evaluate()["eval_loss"] if val_rows and not checkpoint else None
+        train_out = trainer.train(resume_from_checkpoint=checkpoint)
+        if interrupt.requested:
+            saved = latest_checkpoint(tcfg.output_dir)
+            raise TrainingInterrupted(
+                f"training stopped by {interrupt.requested} at step {trainer.state.global_step}; "
+                f"checkpoint saved at {saved}", hint="continue with `llmops tune --resume` (same config)")
+        eval_after = trainer.evaluate()["eval_loss"] if val_rows else None
+    if checkpoint:  # the loss before training is that of the run that made the checkpoint
+        previous = _read_previous_metrics(tcfg.metrics_file)
+        eval_before = previous.get("eval_loss_before")
 
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
@@ -150,8 +307,35 @@ def run_tune(cfg: ProjectConfig, on_progress: ProgressFn | None = None) -> TuneR
         seconds=round(seconds, 2),
         tokens_per_second=round(tokens / max(train_out.metrics.get("train_runtime", seconds), 1e-9), 1),
     )
-    _write_manifest(cfg, result, data_dir)
+    if trainer.is_world_process_zero():  # under DDP/FSDP only one process writes
+        _write_manifest(cfg, result, data_dir, estimate_, budget)
+        _write_loss_curve(tcfg.plots_file, trainer.state.log_history)
     return result
+
+
+def _read_previous_metrics(path: str) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_loss_curve(path: str, history: list[dict[str, Any]]) -> None:
+    """step,loss,eval_loss rows for `dvc plots` (one per logged step)."""
+    rows = {}
+    for entry in history:
+        step = entry.get("step")
+        if step is None:
+            continue
+        row = rows.setdefault(step, {"step": step, "loss": "", "eval_loss": ""})
+        if "loss" in entry:
+            row["loss"] = round(float(entry["loss"]), 6)
+        if "eval_loss" in entry:
+            row["eval_loss"] = round(float(entry["eval_loss"]), 6)
+    lines = ["step,loss,eval_loss"] + [f"{r['step']},{r['loss']},{r['eval_loss']}" for r in rows.values()]
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def _check_completion_mask(trainer: Any) -> None:
@@ -164,7 +348,8 @@ def _check_completion_mask(trainer: Any) -> None:
         raise RuntimeError("completion-only loss is not in effect: prompt tokens would be trained on")
 
 
-def _write_manifest(cfg: ProjectConfig, result: TuneResult, data_dir: Path) -> None:
+def _write_manifest(cfg: ProjectConfig, result: TuneResult, data_dir: Path, estimate_: MemoryEstimate,
+                    budget: float | None) -> None:
     out = Path(result.output_dir)
     manifest = {
         "kind": "llmops.tune",
@@ -178,6 +363,7 @@ def _write_manifest(cfg: ProjectConfig, result: TuneResult, data_dir: Path) -> N
         "git_commit": git_commit(),
         "packages": package_versions(),
         "metrics": result.to_dict(),
+        "memory_preflight": {**estimate_.to_dict(), "budget_gib": budget},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     manifest["files"] = {k: v for k, v in hash_tree(out).items()
@@ -202,3 +388,19 @@ def _progress_callback(on_progress: ProgressFn) -> Any:
                 on_progress(state.global_step, state.max_steps, {"loss": round(logs["loss"], 4)})
 
     return Callback()
+
+
+def merge_adapter(cfg: ProjectConfig, output: str | None = None) -> dict[str, Any]:
+    """Write base + adapter merged into full weights. A QLoRA adapter is merged into the base loaded at
+    16/32-bit, not into the 4-bit weights, so the result is a plain dequantised model."""
+    from llmops_cli.model.loading import is_adapter_dir, load_causal_lm, load_tokenizer
+
+    source = cfg.tune.output_dir
+    if not is_adapter_dir(source):
+        raise DataError(f"{source} holds no LoRA adapter to merge", hint="run `llmops tune` with a lora/qlora method")
+    out = Path(output or Path(source) / "merged")
+    model = load_causal_lm(cfg.model, device="cpu", adapter=source, merge=True)
+    model.save_pretrained(out, safe_serialization=True)
+    load_tokenizer(cfg.model, path=source).save_pretrained(out)
+    return {"output": str(out), "parameters": sum(p.numel() for p in model.parameters()),
+            "dequantized_from_4bit": cfg.tune.method == "qlora"}
