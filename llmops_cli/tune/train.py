@@ -169,6 +169,7 @@ def build_trainer(cfg: ProjectConfig, train_rows: list[dict[str, Any]], val_rows
         packing_strategy="bfd",
         use_cpu=device == "cpu",
         disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
         **_precision(tcfg, device),
     )
     callbacks = [_progress_callback(on_progress)] if on_progress else []
@@ -293,7 +294,8 @@ def run_tune(cfg: ProjectConfig, on_progress: ProgressFn | None = None, resume: 
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     seconds = time.time() - started
-    tokens = sum(len(ex["input_ids"]) for ex in trainer.train_dataset) * max(tcfg.epochs, 1)
+    # Non-padding tokens actually trained on (counted by the Trainer), so packing and padding compare fairly.
+    tokens = trainer.state.num_input_tokens_seen
     result = TuneResult(
         output_dir=str(out),
         method=tcfg.method,
