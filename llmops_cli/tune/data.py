@@ -20,7 +20,9 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 def prompt_messages(row: dict[str, Any]) -> list[dict[str, str]]:
     """The chat messages that precede the answer: optional system prompt, then the user's prompt."""
     messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
-    return [*messages, {"role": "user", "content": row["prompt"]}]
+    # Earlier turns of a multi-turn chat (prep keeps them as `history`) come before the last user turn.
+    history = [{"role": m["role"], "content": m["content"]} for m in row.get("history") or []]
+    return [*messages, *history, {"role": "user", "content": row["prompt"]}]
 
 
 def to_sft_example(row: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
