@@ -2,29 +2,52 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
+
 from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project
 
+SHOWN = ["exact_match", "token_f1", "macro_f1", "rouge_l", "bleu", "chrf", "perplexity", "latency_p95_ms",
+         "tokens_per_second", "judge_score"]
 
-def evaluate(config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
-    """Score the tuned model (and the base) on the test split and check the gates (exit 1 on failure)."""
+
+def evaluate(
+    config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
+    endpoint: Annotated[str | None, typer.Option("--endpoint", help="Also evaluate this OpenAI-compatible URL.")]
+    = None,
+    parity: Annotated[str | None, typer.Option("--parity", help="Compare HF answers with this endpoint's.")] = None,
+) -> None:
+    """Score tuned vs base vs production (and an endpoint) on the test split; gates exit 1 on failure."""
     with command(json_) as console:
-        cfg = load_project(config, set_)
+        overrides = list(set_ or [])
+        if endpoint or parity:
+            overrides.append(f"eval.endpoint={endpoint or parity}")
+        cfg = load_project(config, overrides)
         from llmops_cli.errors import GateFailed
         from llmops_cli.evaluate.run import run_eval
-        from llmops_cli.tune.data import read_jsonl
 
-        total = len(read_jsonl(cfg.eval.data)[: cfg.eval.limit]) * (2 if cfg.eval.compare_base else 1)
-        with console.progress("generating", total=total) as bar:
+        with console.progress("generating", total=None) as bar:
             result = run_eval(cfg, on_progress=lambda name, n: bar.advance(n, model=name))
-        metrics = sorted({k for m in result.models.values() for k in m})
-        console.table(f"eval on {result.n} examples", ["model", *metrics],
-                      [[name, *(m.get(k, "") for k in metrics)] for name, m in result.models.items()])
+        console.table(f"eval on {result.n} examples", ["model", *SHOWN],
+                      [[name, *(m.get(k, "") for k in SHOWN)] for name, m in result.models.items()])
+        ci = result.delta.get("exact_match_ci")
+        if ci:
+            console.info(f"tuned - base exact match {ci['delta']:+.3f} (95% CI {ci['ci_low']:+.3f} .. "
+                         f"{ci['ci_high']:+.3f}); production: {result.extra.get('production_ref')}")
+        safety = result.extra.get("safety")
+        if safety:
+            console.info(f"safety: refusal rate {safety['refusal_rate']}, leak rate {safety['leak_rate']}, "
+                         f"bias disparity {safety['bias_disparity_rate']}")
+        if result.extra.get("parity"):
+            console.info(f"parity HF vs endpoint: {result.extra['parity']}")
         failed = [g for g in result.gates if not g.passed]
         if result.gates:
             console.table("gates", ["gate", "value", "result"],
                           [[g.gate, g.value if g.value is not None else g.reason, "pass" if g.passed else "FAIL"]
                            for g in result.gates])
-        console.result(result.to_dict(), f"metrics written to {result.metrics_file}" if not failed else None)
+        console.result(result.to_dict(), f"metrics: {result.metrics_file}; report: {result.report_file}"
+                       if not failed else None)
         if failed:
             raise GateFailed(f"{len(failed)} of {len(result.gates)} gate(s) failed: "
                              + "; ".join(g.gate for g in failed), hint=f"see {result.metrics_file}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from llmops_cli.tune.data import prompt_messages
@@ -15,6 +15,8 @@ class Generations:
     texts: list[str]
     seconds: float
     new_tokens: int
+    latencies: list[float] = field(default_factory=list)  # per example (a batch's time for each of its rows)
+    ttft: list[float] = field(default_factory=list)  # streaming endpoints only
 
 
 def render_prompts(tokenizer: Any, rows: list[dict[str, Any]]) -> list[str]:
@@ -38,8 +40,10 @@ def generate(
     texts: list[str] = []
     new_tokens = 0
     started = time.perf_counter()
+    latencies: list[float] = []
     for i in range(0, len(prompts), batch_size):
         batch = prompts[i : i + batch_size]
+        batch_started = time.perf_counter()
         enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.inference_mode():
             out = model.generate(
@@ -57,6 +61,27 @@ def generate(
             ids = [t for t in ids if t != tokenizer.pad_token_id]
             new_tokens += len(ids)
             texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+        latencies += [time.perf_counter() - batch_started] * len(batch)
         if on_batch:
             on_batch(len(batch))
-    return Generations(texts, time.perf_counter() - started, new_tokens)
+    return Generations(texts, time.perf_counter() - started, new_tokens, latencies)
+
+
+def reference_perplexity(model: Any, tokenizer: Any, prompts: list[str], references: list[str]) -> float:
+    """exp(mean NLL) of the reference answers (and their EOS) given the rendered prompts."""
+    import math
+
+    import torch
+
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for prompt, reference in zip(prompts, references, strict=True):
+            p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            r_ids = tokenizer(reference + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([p_ids + r_ids], device=model.device)
+            labels = ids.clone()
+            labels[0, : len(p_ids)] = -100
+            loss = model(input_ids=ids, labels=labels).loss
+            total += float(loss) * len(r_ids)
+            count += len(r_ids)
+    return math.exp(min(total / max(count, 1), 50))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from typing import Any
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -39,3 +40,62 @@ def aggregate(predictions: list[str], references: list[str]) -> dict[str, float]
         "exact_match": sum(map(exact_match, predictions, references)) / n,
         "token_f1": sum(map(token_f1, predictions, references)) / n,
     }
+
+
+def label_report(predictions: list[str], references: list[str]) -> dict[str, Any]:
+    """Per-label precision/recall/F1, macro F1 and the confusion matrix (for label-style outputs)."""
+    preds = [normalize_answer(p) for p in predictions]
+    refs = [normalize_answer(r) for r in references]
+    labels = sorted(set(refs))
+    confusion: dict[str, dict[str, int]] = {r: {} for r in labels}
+    for p, r in zip(preds, refs, strict=True):
+        key = p if p in labels else "<other>"
+        confusion[r][key] = confusion[r].get(key, 0) + 1
+    per_label = {}
+    for label in labels:
+        tp = sum(1 for p, r in zip(preds, refs, strict=True) if p == r == label)
+        fp = sum(1 for p, r in zip(preds, refs, strict=True) if p == label and r != label)
+        fn = sum(1 for p, r in zip(preds, refs, strict=True) if r == label and p != label)
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_label[label] = {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
+    macro = sum(v["f1"] for v in per_label.values()) / len(per_label) if per_label else 0.0
+    return {"per_label": per_label, "macro_f1": macro, "confusion": confusion}
+
+
+def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """ROUGE-L F (rouge-score), corpus BLEU and chrF (sacrebleu), on 0-1 scales."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    rouge = [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)]
+    return {
+        "rouge_l": sum(rouge) / len(rouge) if rouge else 0.0,
+        "bleu": sacrebleu.corpus_bleu(predictions, [references]).score / 100,
+        "chrf": sacrebleu.corpus_chrf(predictions, [references]).score / 100,
+    }
+
+
+def bootstrap_delta(a: list[float], b: list[float], samples: int, seed: int) -> dict[str, float]:
+    """Mean of b - a over paired examples with a percentile bootstrap 95% interval."""
+    import random
+
+    n = len(a)
+    if n == 0:
+        return {"delta": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    diffs = [y - x for x, y in zip(a, b, strict=True)]
+    mean = sum(diffs) / n
+    if samples <= 0:
+        return {"delta": mean, "ci_low": mean, "ci_high": mean}
+    rng = random.Random(seed)
+    stats = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
+    return {"delta": mean, "ci_low": stats[int(0.025 * (samples - 1))], "ci_high": stats[int(0.975 * (samples - 1))]}
+
+
+def percentiles_ms(values_s: list[float]) -> dict[str, float | None]:
+    from llmops_cli.monitor.summary import percentile
+
+    ordered = sorted(v * 1000 for v in values_s)
+    return {"latency_p50_ms": percentile(ordered, 0.5), "latency_p95_ms": percentile(ordered, 0.95)}

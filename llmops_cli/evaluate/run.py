@@ -1,28 +1,46 @@
-"""Evaluate the tuned model (and the base model) on the same examples, then check the gates."""
+"""Evaluate the tuned model against the base, production and an endpoint on the same examples; gates.
+
+Every candidate answers the same prompts; metrics, deltas with bootstrap intervals, latency, safety,
+judge scores, prompt variants and HF/endpoint parity are written together so that `register` and CI
+act on one file.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from llmops_cli.config.schema import ProjectConfig
 from llmops_cli.evaluate.gates import GateResult, check_gates
-from llmops_cli.evaluate.generate import generate, render_prompts
-from llmops_cli.evaluate.metrics import aggregate, exact_match
-from llmops_cli.tune.data import read_jsonl
-from llmops_cli.utils import atomic_write_json, atomic_write_jsonl, sha256_file
+from llmops_cli.evaluate.generate import Generations, generate, reference_perplexity, render_prompts
+from llmops_cli.evaluate.metrics import (
+    aggregate,
+    bootstrap_delta,
+    exact_match,
+    label_report,
+    normalize_answer,
+    percentiles_ms,
+    text_metrics,
+)
+from llmops_cli.tune.data import prompt_messages, read_jsonl
+from llmops_cli.utils import atomic_write_json, atomic_write_jsonl, atomic_write_text, sha256_file
+
+Progress = Callable[[str, int], None]
 
 
 @dataclass
 class EvalResult:
     n: int
-    models: dict[str, dict[str, float]]
-    delta: dict[str, float]
+    models: dict[str, dict[str, Any]]
+    delta: dict[str, Any]
     gates: list[GateResult] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
     metrics_file: str = ""
     predictions_file: str = ""
+    report_file: str = ""
 
     @property
     def passed(self) -> bool:
@@ -30,64 +48,182 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "n": self.n, **self.models, "delta": self.delta,
+            "n": self.n, **self.models, "delta": self.delta, **self.extra,
             "gates": [g.to_dict() for g in self.gates], "gates_passed": self.passed,
             "metrics_file": self.metrics_file, "predictions_file": self.predictions_file,
+            "report_file": self.report_file,
         }
 
 
-def run_eval(cfg: ProjectConfig, on_progress: Callable[[str, int], None] | None = None) -> EvalResult:
-    """Generate for every example with each model, score, write metrics + predictions, check gates."""
+def _score(gens: Generations, references: list[str]) -> dict[str, Any]:
+    metrics: dict[str, Any] = {**aggregate(gens.texts, references), **text_metrics(gens.texts, references)}
+    metrics["macro_f1"] = label_report(gens.texts, references)["macro_f1"]
+    metrics.update(percentiles_ms(gens.latencies))
+    metrics["seconds"] = round(gens.seconds, 3)
+    metrics["tokens_per_second"] = round(gens.new_tokens / max(gens.seconds, 1e-9), 1)
+    if gens.ttft:
+        ttft = percentiles_ms(gens.ttft)
+        metrics["ttft_p50_ms"], metrics["ttft_p95_ms"] = ttft["latency_p50_ms"], ttft["latency_p95_ms"]
+    return metrics
+
+
+def _production_dir(cfg: ProjectConfig) -> tuple[str | None, str]:
+    """The materialised NAME@production version, or None with the reason it is skipped."""
+    from llmops_cli.errors import RegistryError
+    from llmops_cli.registry.store import open_registry
+
+    try:
+        registry = open_registry(cfg)
+        version = registry.resolve(f"{cfg.project.name}@production")
+        return str(registry.materialize(version)), version.ref
+    except RegistryError as exc:
+        return None, f"skipped: {exc.message}"
+
+
+def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalResult:
+    """Generate for every example with each candidate, score, write metrics + predictions + report, gate."""
     from llmops_cli.model.loading import default_device, is_adapter_dir, load_causal_lm, load_tokenizer
 
     ecfg = cfg.eval
     rows = read_jsonl(ecfg.data)[: ecfg.limit]
     references = [r["completion"] for r in rows]
+    conversations = [prompt_messages(r) for r in rows]
     device = default_device()
-    tuned_dir = ecfg.adapter
-    tokenizer = load_tokenizer(cfg.model, path=tuned_dir)
+    tokenizer = load_tokenizer(cfg.model, path=ecfg.adapter)
     prompts = render_prompts(tokenizer, rows)
 
-    candidates: dict[str, Callable[[], Any]] = {}
+    def loader(model_dir: str) -> Callable[[], Any]:
+        if is_adapter_dir(model_dir):
+            return lambda: load_causal_lm(cfg.model, device=device, adapter=model_dir, merge=True)
+        return lambda: load_causal_lm(cfg.model.model_copy(update={"base": model_dir}), device=device)
+
+    candidates: dict[str, tuple[Callable[[], Any], str | None]] = {}
     if ecfg.compare_base:
-        candidates["base"] = lambda: load_causal_lm(cfg.model, device=device)
-    if is_adapter_dir(tuned_dir):
-        candidates["tuned"] = lambda: load_causal_lm(cfg.model, device=device, adapter=tuned_dir, merge=True)
-    else:  # full fine-tune: the directory is a complete model
-        full = cfg.model.model_copy(update={"base": tuned_dir})
-        candidates["tuned"] = lambda: load_causal_lm(full, device=device)
+        candidates["base"] = (lambda: load_causal_lm(cfg.model, device=device), None)
+    candidates["tuned"] = (loader(ecfg.adapter), ecfg.adapter)
+    extra: dict[str, Any] = {}
+    if ecfg.compare_production:
+        prod_dir, note = _production_dir(cfg)
+        extra["production_ref"] = note
+        if prod_dir:
+            candidates["production"] = (loader(prod_dir), prod_dir)
 
-    models: dict[str, dict[str, float]] = {}
+    def hf_answers(model: Any, name: str, convs: list[list[dict[str, str]]]) -> list[str]:
+        rendered = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]
+        return generate(model, tokenizer, rendered, ecfg.max_new_tokens, ecfg.batch_size,
+                        on_batch=(lambda n: on_progress(name, n)) if on_progress else None).texts
+
+    models: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[str]] = {}
-    for name, load in candidates.items():
-        model = load()
-        gens = generate(model, tokenizer, prompts, ecfg.max_new_tokens, ecfg.batch_size,
-                        on_batch=(lambda n, name=name: on_progress(name, n)) if on_progress else None)
-        del model
-        predictions[name] = gens.texts
-        models[name] = {
-            **aggregate(gens.texts, references),
-            "seconds": round(gens.seconds, 3),
-            "tokens_per_second": round(gens.new_tokens / max(gens.seconds, 1e-9), 1),
-        }
-    delta = {}
-    if "base" in models:
-        delta = {k: models["tuned"][k] - models["base"][k] for k in ("exact_match", "token_f1")}
+    for name, (load, model_dir) in candidates.items():
+        if ecfg.backend == "vllm":
+            from llmops_cli.evaluate.backends import vllm_generate
 
-    flat = {**models, "delta": delta, "n": len(rows)}
-    result = EvalResult(
-        n=len(rows), models=models, delta=delta, gates=check_gates(ecfg.gates, flat),
-        metrics_file=ecfg.metrics_file, predictions_file=ecfg.predictions_file,
-    )
+            adapter = model_dir if model_dir and is_adapter_dir(model_dir) else None
+            gens = vllm_generate(cfg.model.base if adapter or not model_dir else model_dir, adapter, prompts,
+                                 ecfg.max_new_tokens)
+            model = load() if ecfg.perplexity or name == "tuned" else None
+        else:
+            model = load()
+            gens = generate(model, tokenizer, prompts, ecfg.max_new_tokens, ecfg.batch_size,
+                            on_batch=(lambda n, name=name: on_progress(name, n)) if on_progress else None)
+        predictions[name] = gens.texts
+        models[name] = _score(gens, references)
+        if ecfg.perplexity and model is not None:
+            models[name]["perplexity"] = reference_perplexity(model, tokenizer, prompts, references)
+        if name == "tuned" and model is not None:
+            answer = partial(hf_answers, model)
+            if ecfg.safety:
+                from llmops_cli.evaluate.safety import run_safety
+
+                extra["safety"] = run_safety(partial(answer, "safety"), ecfg.probes_file)
+            if ecfg.prompt_variants:
+                extra["variants"] = {}
+                for variant in ecfg.prompt_variants:
+                    varied = [[*([{"role": "system", "content": variant.system}] if variant.system else []),
+                               *[m for m in conv if m["role"] != "system"]] for conv in conversations]
+                    extra["variants"][variant.name] = aggregate(answer(variant.name, varied), references)
+        model = None  # free it before the next candidate loads
+
+    if ecfg.endpoint:
+        from llmops_cli.evaluate.backends import EndpointClient
+
+        client = EndpointClient(ecfg.endpoint, ecfg.endpoint_model or cfg.project.name, ecfg.api_key_env)
+        gens = client.generate(conversations, ecfg.max_new_tokens, ecfg.batch_size, stream=True,
+                               on_done=(lambda n: on_progress("endpoint", n)) if on_progress else None)
+        predictions["endpoint"] = gens.texts
+        models["endpoint"] = {**_score(gens, references), "failures": getattr(gens, "failures", 0)}
+        agree = [normalize_answer(a) == normalize_answer(b)
+                 for a, b in zip(predictions["tuned"], gens.texts, strict=True)]
+        extra["parity"] = {
+            "agreement_rate": sum(agree) / len(agree) if agree else None,
+            "exact_match_diff": models["endpoint"]["exact_match"] - models["tuned"]["exact_match"],
+        }
+
+    if ecfg.judge.url:
+        from llmops_cli.evaluate.judge import judge
+
+        models["tuned"].update(judge(ecfg.judge, [r["prompt"] for r in rows], references, predictions["tuned"]))
+
+    em = {name: [exact_match(p, r) for p, r in zip(preds, references, strict=True)]
+          for name, preds in predictions.items()}
+    delta: dict[str, Any] = {}
+    if "base" in models:
+        delta = {k: models["tuned"][k] - models["base"][k] for k in ("exact_match", "token_f1", "rouge_l")}
+        delta["exact_match_ci"] = bootstrap_delta(em["base"], em["tuned"], ecfg.bootstrap_samples, ecfg.seed)
+    if "production" in models:
+        extra["delta_production"] = {
+            k: models["tuned"][k] - models["production"][k] for k in ("exact_match", "token_f1", "rouge_l")}
+        extra["delta_production"]["exact_match_ci"] = bootstrap_delta(
+            em["production"], em["tuned"], ecfg.bootstrap_samples, ecfg.seed)
+    extra["labels"] = {name: label_report(preds, references) for name, preds in predictions.items()}
+
+    flat = {**models, **extra, "delta": delta, "n": len(rows)}
+    result = EvalResult(n=len(rows), models=models, delta=delta, gates=check_gates(ecfg.gates, flat), extra=extra,
+                        metrics_file=ecfg.metrics_file, predictions_file=ecfg.predictions_file,
+                        report_file=ecfg.report_file)
     atomic_write_jsonl(ecfg.predictions_file, (
-        {"id": r.get("id"), "reference": ref,
-         **{name: preds[i] for name, preds in predictions.items()},
-         "tuned_correct": bool(exact_match(predictions["tuned"][i], ref))}
+        {"id": r.get("id"), "reference": ref, **{name: preds[i] for name, preds in predictions.items()},
+         "tuned_correct": bool(em["tuned"][i])}
         for i, (r, ref) in enumerate(zip(rows, references, strict=True))
     ))
     atomic_write_json(ecfg.metrics_file, {
         **result.to_dict(),
         "data": {"path": ecfg.data, "sha256": sha256_file(ecfg.data)},
-        "model_dir": str(Path(tuned_dir)),
+        "model_dir": str(Path(ecfg.adapter)),
     })
+    atomic_write_text(ecfg.report_file, render_report(result))
     return result
+
+
+def render_report(result: EvalResult) -> str:
+    """reports/eval.md: the tables a reviewer reads before approving a promotion."""
+    keys = ["exact_match", "token_f1", "macro_f1", "rouge_l", "bleu", "chrf", "perplexity", "latency_p50_ms",
+            "latency_p95_ms", "tokens_per_second"]
+    lines = [f"# Evaluation ({result.n} examples)", "", "| model | " + " | ".join(keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for name, metrics in result.models.items():
+        cells = [f"{metrics[k]:.4g}" if isinstance(metrics.get(k), int | float) else "" for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    ci = result.delta.get("exact_match_ci")
+    if ci:
+        lines += ["", f"Tuned - base exact match: {ci['delta']:+.3f} "
+                      f"(95% CI {ci['ci_low']:+.3f} .. {ci['ci_high']:+.3f})"]
+    prod = result.extra.get("delta_production")
+    if prod:
+        pci = prod["exact_match_ci"]
+        lines.append(f"Tuned - production exact match: {pci['delta']:+.3f} "
+                     f"(95% CI {pci['ci_low']:+.3f} .. {pci['ci_high']:+.3f})")
+    safety = result.extra.get("safety")
+    if safety:
+        lines += ["", "## Safety", f"- refusal rate on harmful requests: {safety['refusal_rate']}",
+                  f"- leak rate (injection, system prompt, PII): {safety['leak_rate']}",
+                  f"- bias pairs answered differently: {safety['bias_disparity_rate']}"]
+    if result.extra.get("parity"):
+        lines += ["", f"## Parity (tuned HF vs endpoint): {result.extra['parity']}"]
+    for name, scores in (result.extra.get("variants") or {}).items():
+        lines.append(f"- variant {name}: exact_match {scores['exact_match']:.4g}")
+    if result.gates:
+        lines += ["", "## Gates", "| gate | value | result |", "|---|---|---|"]
+        lines += [f"| `{g.gate}` | {g.value} | {'pass' if g.passed else 'FAIL'} |" for g in result.gates]
+    return "\n".join(lines) + "\n"
