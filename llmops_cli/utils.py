@@ -77,6 +77,18 @@ def hash_tree(root: str | Path) -> dict[str, str]:
     }
 
 
+def check_hashes(root: str | Path, expected: dict[str, str]) -> list[str]:
+    """Problems found re-hashing the files under root against {relative path: sha256} (empty when intact)."""
+    problems = []
+    for rel, sha in expected.items():
+        path = Path(root) / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif sha256_file(path) != sha:
+            problems.append(f"{rel}: content does not match its sha256")
+    return problems
+
+
 def tree_digest(files: dict[str, str]) -> str:
     """One digest for a set of file hashes (order independent)."""
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()

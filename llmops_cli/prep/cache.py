@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_cli.errors import DataError
-from llmops_cli.utils import sha256_file
+from llmops_cli.utils import check_hashes, sha256_file
 
 CACHE_DIR = "tokenized"
 MANIFEST = "manifest.json"
@@ -57,14 +57,7 @@ def verify_cache(folder: str | Path) -> list[str]:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         return [f"unreadable manifest: {exc}"]
-    problems = []
-    for name, digest in manifest.get("files", {}).items():
-        path = folder / name
-        if not path.is_file():
-            problems.append(f"missing {name}")
-        elif sha256_file(path) != digest:
-            problems.append(f"{name} changed since it was written")
-    return problems
+    return check_hashes(folder, manifest.get("files", {}))
 
 
 def load_cached_split(folder: str | Path, split: str) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from llmops_cli.errors import RegistryError
 from llmops_cli.registry.store import Version, _actor, _now, _parse_ref, check_alias, check_name
-from llmops_cli.utils import hash_tree, sha256_file, tree_digest
+from llmops_cli.utils import check_hashes, hash_tree, tree_digest
 
 EXPERIMENT = "llmops-registry"
 HISTORY_TAG = "llmops.alias_history"
@@ -157,16 +157,16 @@ class MlflowRegistry:
     def verify(self, version: Version) -> list[str]:
         with tempfile.TemporaryDirectory() as tmp:
             local = self._download(version, Path(tmp))
-            return _compare(local, version.manifest.get("files", {}))
+            return check_hashes(local, version.manifest.get("files", {}))
 
     def materialize(self, version: Version, dest: str | Path | None = None) -> Path:
         target = Path(dest) if dest else self.cache / "materialized" / version.name / str(version.version)
-        if (target / ".complete").is_file() and not _compare(target, version.manifest.get("files", {})):
+        if (target / ".complete").is_file() and not check_hashes(target, version.manifest.get("files", {})):
             return target
         staging = Path(tempfile.mkdtemp(dir=self.cache.parent if self.cache.parent.exists() else None))
         try:
             local = self._download(version, staging)
-            problems = _compare(local, version.manifest.get("files", {}))
+            problems = check_hashes(local, version.manifest.get("files", {}))
             if problems:
                 raise RegistryError(f"{version.ref} failed verification: " + "; ".join(problems[:5]),
                                     hint="the MLflow artifacts were modified or corrupted; re-register the model")
@@ -198,14 +198,3 @@ class MlflowRegistry:
             if mv.tags.get("llmops.digest") == digest:
                 return self.get(name, int(mv.version))
         return None
-
-
-def _compare(local: Path, expected: dict[str, str]) -> list[str]:
-    problems = []
-    for rel, sha in expected.items():
-        path = local / rel
-        if not path.is_file():
-            problems.append(f"{rel}: missing")
-        elif sha256_file(path) != sha:
-            problems.append(f"{rel}: content does not match its sha256")
-    return problems

@@ -96,7 +96,7 @@ def test_tokenization_cache_is_keyed_by_content(tiny_model, tmp_path, data):
     assert changed.tokenized_cache["key"] not in (cache["key"], other.tokenized_cache["key"])
     parquet = Path(changed.tokenized_cache["dir"]) / "train.parquet"
     parquet.write_bytes(parquet.read_bytes() + b"x")
-    assert verify_cache(changed.tokenized_cache["dir"]) == ["train.parquet changed since it was written"]
+    assert verify_cache(changed.tokenized_cache["dir"]) == ["train.parquet: content does not match its sha256"]
     with pytest.raises(DataError, match="damaged"):
         load_cached_split(changed.tokenized_cache["dir"], "train")
 
