@@ -30,7 +30,7 @@ def tune(
             raise typer.Exit(relaunch(nproc, sys.argv[1:]))
         from llmops_cli.tune.train import preflight, run_tune
 
-        estimate, budget = preflight(cfg)
+        estimate, budget = preflight(cfg, for_training=not dry_run)
         rows = [[k.removesuffix("_gib"), f"{v:.2f} GiB" if v >= 1 else f"{v * 1024:.1f} MiB"]
                 for k, v in estimate.to_dict().items() if k.endswith("_gib")]
         console.table("memory pre-flight (estimated peak)", ["part", "size"],

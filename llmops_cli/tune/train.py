@@ -234,12 +234,16 @@ class Interrupt:
         return OnInterrupt()
 
 
-def preflight(cfg: ProjectConfig) -> tuple[MemoryEstimate, float | None]:
-    """Estimate peak memory from the model config alone; refuse when it will not fit the GPU."""
+def preflight(cfg: ProjectConfig, for_training: bool = True) -> tuple[MemoryEstimate, float | None]:
+    """Estimate peak memory from the model config alone; refuse when it will not fit the GPU.
+    `for_training=False` (--dry-run) estimates even where the method cannot run, e.g. QLoRA on a laptop."""
     from llmops_cli.model.loading import default_device
 
     device = default_device()
-    check_method_supported(cfg.tune, device)
+    if for_training:
+        check_method_supported(cfg.tune, device)
+    else:
+        device = "cuda" if cfg.tune.method == "qlora" else device  # estimate what a GPU run would need
     est = estimate_for(cfg.model, cfg.tune, device)
     budget = gpu_budget_gib(cfg.tune) if device == "cuda" or cfg.tune.gpu_memory_gib else None
     if budget is not None and est.total_gib > budget * 0.95:
