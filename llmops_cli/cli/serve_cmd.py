@@ -27,9 +27,9 @@ def serve(
         from llmops_cli.serving import lifecycle
 
         served = lifecycle.resolve_source(cfg)
-        backend, why = lifecycle.select_backend(cfg.serve.backend, cfg.serve.vllm.python, served.requires_merge)
-        console.info(f"backend: {backend} ({why})")
-        spec = lifecycle.build_spec(cfg, served, backend)
+        choice = lifecycle.select_backend(cfg.serve.backend, cfg.serve.vllm.python, served.requires_merge)
+        console.info(f"backend: {choice.name} ({choice.why})")
+        spec = lifecycle.build_spec(cfg, served, choice)
         url = lifecycle.url_of(spec)
         if detach:
             console.info(f"starting {served.model_ref} at {url} (waiting up to {cfg.serve.ready_timeout_s:.0f}s)")
@@ -61,7 +61,10 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False
 
         info = server_status(cfg.serve.endpoint_file)
         ok = info.get("running") and info.get("ready")
-        console.result(info, f"{info['model_ref']} ready at {info['url']} (pid {info['pid']})" if ok else None)
+        restarts = (f"; engine restarted {info['restarts']} time(s), last at {info['last_restart']['at']}: "
+                    f"{info['last_restart']['reason']}" if info.get("restarts") else "")
+        console.result(info, f"{info['model_ref']} ready at {info['url']} (pid {info['pid']}){restarts}"
+                       if ok else None)
         if not ok:
             why = info.get("reason") or info.get("error")
             console.warn(("server not ready" if info.get("running") else "server not running")

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmops_cli.serving.backends import ApiError, Backend, ModelSpec, Reply
+from llmops_cli.serving.sampling import sampling_defaults
 
 MAX_LOGGED_CHARS = 4000  # a logged prompt or response is cut here: the log is for monitoring, not archiving
 
@@ -155,6 +156,8 @@ class Metrics:
         self.errors = Counter("llmops_errors", "Error answers by code.", ["code"], registry=self.registry)
         self.feedback = Counter("llmops_feedback", "Feedback received by rating.", ["rating", "model"],
                                 registry=self.registry)
+        self.restarts = Counter("llmops_backend_restarts", "Restarts of a backend engine that died, by outcome.",
+                                ["backend", "outcome"], registry=self.registry)
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
@@ -196,11 +199,16 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
     redact_kinds = spec.get("log_redact", ["email", "phone"])
     sample_rate = float(spec.get("log_sample_rate", 1.0))
     max_body = int(spec.get("max_body_bytes", 1_000_000))
+    max_new_tokens = int(spec.get("max_new_tokens", 128))
     rng = random.Random()
     metrics = Metrics()
     served = spec["model_name"]
+    base_model = (spec.get("base") or {}).get("base")
     current = {"ref": spec.get("model_ref", served),
-               "aliases": {served, spec.get("model_ref", served), *spec.get("model_aliases", [])}}
+               "aliases": {served, spec.get("model_ref", served), *spec.get("model_aliases", [])},
+               "sampling": sampling_defaults(spec["model_dir"], base_model)}
+    backend.on_restart = lambda event: metrics.restarts.labels(
+            backend.name, "ok" if event.get("ok") else "failed").inc()
 
     def redact(text: Any) -> str | None:
         if not isinstance(text, str):
@@ -293,7 +301,10 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
             if body.model not in current["aliases"]:
                 raise ApiError(404, f"model {body.model!r} does not exist; this server serves "
                                     f"{sorted(current['aliases'])}", code="model_not_found")
-            payload = body.model_dump(exclude_none=True)
+            # One rule for every backend: unset sampling parameters and budget come from the gateway.
+            payload = current["sampling"].apply(body.model_dump(exclude_none=True))
+            if not (payload.get("max_tokens") or payload.get("max_completion_tokens")):
+                payload["max_tokens"] = max_new_tokens
             prompt = payload["prompt"] if kind == "completion" else next(
                 (m["content"] for m in reversed(payload["messages"]) if m["role"] == "user"),
                 payload["messages"][-1]["content"])
@@ -337,11 +348,13 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
     @app.get("/ready")
     def ready() -> JSONResponse:
         state = backend.state
+        info = {"backend": backend.name, "sampling_defaults": current["sampling"].to_dict(),
+                "restarts": len(backend.restarts), "last_restart": backend.restarts[-1] if backend.restarts else None}
         if state == "ready":
-            return JSONResponse({"status": "ready", "model": served, "model_ref": current["ref"],
-                                 "backend": backend.name})
-        return JSONResponse({"status": state, "error": backend.error, "hint": backend.hint, "backend": backend.name},
-                            status_code=503)
+            return JSONResponse({"status": "ready", "model": served, "model_ref": current["ref"], **info})
+        headers = {"Retry-After": str(backend.retry_after_s())} if state == "restarting" else None
+        return JSONResponse({"status": state, "error": backend.error, "hint": backend.hint, **info},
+                            status_code=503, headers=headers)
 
     @app.get("/metrics")
     def metrics_route() -> Response:
@@ -407,7 +420,8 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
         except LlmopsError as exc:
             return _error(ApiError(409, str(exc), "server_error", "reload_failed"))
         # Runs on the event loop, as do the readers: a request sees the old identity or the new one.
-        current.update(ref=model.model_ref, aliases={served, model.model_ref, *body.aliases})
+        current.update(ref=model.model_ref, aliases={served, model.model_ref, *body.aliases},
+                       sampling=sampling_defaults(model.model_dir, base_model))
         return JSONResponse({"status": "reloaded", "model": served, "model_ref": model.model_ref,
                              "backend": backend.name})
 
@@ -441,7 +455,7 @@ def _safe_start(backend: Backend) -> None:
 
 def _error(exc: ApiError) -> JSONResponse:
     return JSONResponse({"error": {"message": exc.message, "type": exc.kind, "param": None, "code": exc.code}},
-                        status_code=exc.status)
+                        status_code=exc.status, headers=exc.headers or None)
 
 
 def main() -> None:

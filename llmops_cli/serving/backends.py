@@ -28,12 +28,18 @@ OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError", "No available memory fo
                "insufficient memory", "larger than the available KV cache memory")
 
 
+# What vLLM's server answers while its engine process is dead (it exits right after).
+ENGINE_DEAD_MARKERS = ("EngineCore encountered an issue", "EngineDeadError", "Engine loop is not running")
+
+
 class ApiError(Exception):
     """An OpenAI-style error answer: status, message, type and code."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.kind, self.code = status, message, kind, code
+        self.headers = headers or {}
 
 
 @dataclass
@@ -76,6 +82,12 @@ class Backend:
         self.model = ModelSpec.from_dict(spec)
         self.error: str | None = None
         self.hint: str | None = None
+        self.restarts: list[dict[str, Any]] = []  # one event per restart of a dead engine (shown by /ready)
+        self.on_restart: Any = None  # called with each such event (the gateway counts them in /metrics)
+
+    def retry_after_s(self) -> int:
+        """Seconds a client should wait before retrying while the backend is unavailable."""
+        return 1
 
     @property
     def state(self) -> str:
@@ -174,15 +186,16 @@ class TransformersBackend(Backend):
             raise ApiError(400, f"prompt has {prompt_tokens} tokens; the limit is {limit}",
                            code="context_length_exceeded")
         max_tokens = max_tokens or self.spec["max_new_tokens"]
-        temperature = float(body.get("temperature") or 0.0)
+        sampling = {"temperature": float(body.get("temperature") or 0.0), "top_p": float(body.get("top_p", 1.0)),
+                    "top_k": int(body.get("top_k") or 0)}
         stop = body.get("stop")
         stops = [stop] if isinstance(stop, str) else (stop or [])
         prefix = "chatcmpl" if kind == "chat" else "cmpl"
         response_id = f"{prefix}-{request_id}"
         served = self.spec["model_name"]
         if body.get("stream"):
-            return self._stream(engine, kind, prompt, max_tokens, temperature, response_id, served)
-        result = await run_in_threadpool(engine.complete, prompt, max_tokens, temperature, stops)
+            return self._stream(engine, kind, prompt, max_tokens, sampling, response_id, served)
+        result = await run_in_threadpool(engine.complete, prompt, max_tokens, sampling, stops)
         usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
                  "total_tokens": result.prompt_tokens + result.completion_tokens}
         if kind == "chat":
@@ -198,7 +211,7 @@ class TransformersBackend(Backend):
         return Reply(200, {"id": response_id, "object": obj, "created": int(time.time()), "model": served,
                            "choices": [choice], "usage": usage}, meta=meta)
 
-    def _stream(self, engine: Any, kind: str, prompt: str, max_tokens: int, temperature: float,
+    def _stream(self, engine: Any, kind: str, prompt: str, max_tokens: int, sampling: dict[str, Any],
                 response_id: str, served: str) -> Reply:
         meta: dict[str, Any] = {"response_id": response_id}
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
@@ -216,7 +229,7 @@ class TransformersBackend(Backend):
         async def chunks() -> AsyncIterator[bytes]:
             state: dict[str, Any] = {}
             pieces: list[str] = []
-            stream = engine.stream(prompt, max_tokens, temperature, state)
+            stream = engine.stream(prompt, max_tokens, sampling, state)
             try:
                 async for piece in stream:
                     # The role rides on the first piece, so the first byte marks the first token (ttft).
@@ -255,27 +268,23 @@ def vllm_lora_rank(rank: int | None, configured: int | None) -> int:
 
 def vllm_command(spec: dict[str, Any], model: ModelSpec, port: int) -> list[str]:
     """The argv that launches vLLM's OpenAI server for `model` (documented CLI flags only)."""
+    from llmops_cli.serving.vllm_env import engine_args, resolve_dtype
+
     v = spec["vllm"]
     base = spec["base"]
+    weights = base["base"] if model.is_adapter else model.model_dir
+    dtype = resolve_dtype(v["dtype"], base.get("dtype") or "auto", weights)
     cmd = [v.get("python") or sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-           "--host", "127.0.0.1", "--port", str(port), "--dtype", v["dtype"],
-           "--tensor-parallel-size", str(v["tensor_parallel_size"]),
-           "--gpu-memory-utilization", str(v["gpu_memory_utilization"])]
+           "--host", "127.0.0.1", "--port", str(port), "--model", weights,
+           "--served-model-name", spec["model_name"], *engine_args(v, v.get("device") or "cuda", dtype)]
     if model.is_adapter:
-        cmd += ["--model", base["base"], "--served-model-name", spec["model_name"],
-                "--enable-lora", "--lora-modules", f"{lora_name(model)}={model.model_dir}",
+        cmd += ["--enable-lora", "--lora-modules", f"{lora_name(model)}={model.model_dir}",
                 "--max-lora-rank", str(vllm_lora_rank(model.lora_rank, v.get("max_lora_rank"))),
                 "--max-loras", str(v["max_loras"])]
         if base.get("revision"):
             cmd += ["--revision", base["revision"]]
-    else:
-        cmd += ["--model", model.model_dir, "--served-model-name", spec["model_name"]]
     if base.get("trust_remote_code"):
         cmd.append("--trust-remote-code")
-    if v.get("max_model_len"):
-        cmd += ["--max-model-len", str(v["max_model_len"])]
-    if v.get("quantization"):
-        cmd += ["--quantization", v["quantization"]]
     cmd.append("--enable-prefix-caching" if v["enable_prefix_caching"] else "--no-enable-prefix-caching")
     return cmd + list(v.get("extra_args") or [])
 
@@ -286,15 +295,24 @@ class VllmBackend(Backend):
     The child stays in the gateway's process group (the gateway is a session leader when detached),
     so `serve stop` signals both; the gateway also terminates it on shutdown. (PR_SET_PDEATHSIG is
     not used: it fires when the *thread* that started the child exits, not the process.)
+
+    Once the first start has succeeded, a supervisor thread watches the child: when it exits (vLLM's
+    server exits when its engine dies) or stops answering /health, requests get 503 with
+    Retry-After while it is restarted with backoff, serving the version that was current, up to
+    serve.vllm.max_restarts times. A failure at the first start is not retried: it is a
+    configuration problem that a restart would only repeat.
     """
 
     name = "vllm"
+    HEALTH_EVERY_S = 5.0
+    HEALTH_FAILURES = 3  # consecutive /health failures of a live child before it is restarted
 
     def __init__(self, spec: dict[str, Any]) -> None:
         super().__init__(spec)
         v = spec["vllm"]
         self.port = int(v.get("port") or spec["port"] + 1)
         self.url = f"http://127.0.0.1:{self.port}"
+        self.device = v.get("device") or "cuda"
         self.log_path = Path(spec.get("vllm_log") or Path(spec["request_log"]).with_name("vllm.log"))
         self.proc: subprocess.Popen[bytes] | None = None
         self._ready = False
@@ -302,39 +320,67 @@ class VllmBackend(Backend):
         self.current = lora_name(self.model) if self.model.is_adapter else spec["model_name"]
         self._inflight: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._start_seconds = 60.0  # how long the last successful start took (for Retry-After)
+        self._back_at: float | None = None  # monotonic time a restart is expected to be ready
+        self._supervisor: threading.Thread | None = None
+        self._log_offset = 0  # where the current child's output starts in the log
+        self._client_for: Any = None  # the child process the pooled HTTP client talks to
 
     @property
     def state(self) -> str:
-        if self.proc is not None and self.proc.poll() is not None and not self.error:
-            self._mark_exited()
         if self.error:
             return "failed"
-        return "ready" if self._ready else "loading"
+        if self.proc is None or self.proc.poll() is not None:
+            return "restarting" if self._supervised else "loading"
+        return "ready" if self._ready else ("restarting" if self._supervised else "loading")
+
+    @property
+    def _supervised(self) -> bool:
+        return self._supervisor is not None
+
+    def retry_after_s(self) -> int:
+        """Seconds a client should wait before retrying while the engine restarts."""
+        if self._back_at is None:
+            return max(1, int(self._start_seconds))
+        return max(1, int(self._back_at - time.monotonic()) + 1)
 
     def command(self) -> list[str]:
         return vllm_command(self.spec, self.model, self.port)
 
-    def start(self) -> None:
+    def _launch(self) -> None:
         from llmops_cli.serving.lifecycle import check_port_free
+        from llmops_cli.serving.vllm_env import engine_env
 
         check_port_free("127.0.0.1", self.port, what="the vLLM port (serve.vllm.port)")
-        env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
+            log.write(f"\n==== llmops: starting vLLM at {time.strftime('%Y-%m-%dT%H:%M:%S')} ====\n".encode())
+            log.flush()
+            self._log_offset = log.tell()
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env)
+                                         stdin=subprocess.DEVNULL, env=engine_env(self.spec["vllm"], self.device))
+
+    def start(self) -> None:
+        started = time.monotonic()
+        self._launch()
         try:
             self.wait_ready(float(self.spec.get("ready_timeout_s", 600)))
         except BackendUnavailable as exc:
             self.error, self.hint = self.error or exc.message, exc.hint
             self.stop()
             raise
+        self._start_seconds = time.monotonic() - started
+        self._supervisor = threading.Thread(target=self._supervise, name="vllm-supervisor", daemon=True)
+        self._supervisor.start()
 
     def wait_ready(self, timeout_s: float) -> None:
         import httpx
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            if self._stopping.is_set():
+                raise BackendUnavailable("the server is stopping")
             if self.proc is None or self.proc.poll() is not None:
                 self._mark_exited()
                 raise BackendUnavailable(self.error or "vLLM exited", hint=self.hint)
@@ -348,35 +394,120 @@ class VllmBackend(Backend):
         self.error = f"vLLM was not healthy after {timeout_s:.0f}s"
         raise BackendUnavailable(self.error, hint=f"raise serve.ready_timeout_s; log: {self.log_path}")
 
-    def _log_tail(self, lines: int = 12) -> str:
+    # -- the supervisor ----------------------------------------------------------------------------
+    def _supervise(self) -> None:
+        failures = 0  # consecutive failed restarts, for the backoff
+        unhealthy = 0
+        next_health = time.monotonic() + self.HEALTH_EVERY_S
+        while not self._stopping.wait(0.5):
+            proc = self.proc
+            if proc is not None and proc.poll() is None:
+                if time.monotonic() >= next_health:
+                    next_health = time.monotonic() + self.HEALTH_EVERY_S
+                    healthy = self._healthy()
+                    unhealthy = 0 if healthy else unhealthy + 1
+                    self._ready = self._ready or healthy  # e.g. after an engine error it survived
+                    if unhealthy >= self.HEALTH_FAILURES:
+                        self._say(f"vLLM (pid {proc.pid}) failed {unhealthy} health checks: restarting it")
+                        self._ready = False
+                        self._terminate(proc)
+                continue
+            if self._stopping.is_set():
+                return
+            self._ready = False
+            unhealthy = 0
+            reason = self._exit_reason(since_last_start=True)
+            v = self.spec["vllm"]
+            if len(self.restarts) >= int(v.get("max_restarts", 5)):
+                self.hint = (f"it was restarted {len(self.restarts)} times (serve.vllm.max_restarts); "
+                             f"see {self.log_path}")
+                self.error = f"{reason}; not restarted again"
+                self._say(f"{self.error} ({self.hint})")
+                return
+            backoff = min(float(v.get("restart_backoff_s", 2.0)) * 2 ** failures, 60.0)
+            self._back_at = time.monotonic() + backoff + self._start_seconds
+            self._say(f"{reason}; restarting in {backoff:.0f}s (restart {len(self.restarts) + 1} of "
+                      f"{v.get('max_restarts', 5)})")
+            if self._stopping.wait(backoff):
+                return
+            failures = 0 if self._restart(reason) else failures + 1
+            next_health = time.monotonic() + self.HEALTH_EVERY_S
+
+    def _restart(self, reason: str) -> bool:
+        started = time.monotonic()
+        event: dict[str, Any] = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reason": reason,
+                                 "model_ref": self.model.model_ref}
         try:
-            return "\n".join(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+            self._launch()
+            self.wait_ready(float(self.spec.get("ready_timeout_s", 600)))
+            event.update(ok=True, seconds=round(time.monotonic() - started, 1))
+            self._start_seconds = time.monotonic() - started
+            self._say(f"vLLM is back after {event['seconds']}s, serving {self.model.model_ref}")
+        except BackendUnavailable as exc:
+            self.error = None  # wait_ready records why; the supervisor decides whether to give up
+            event.update(ok=False, error=exc.message)
+            self._say(f"restart failed: {exc.message}")
+            if self.proc is not None:
+                self._terminate(self.proc)
+        self._back_at = None
+        self.restarts.append(event)
+        if self.on_restart is not None:
+            self.on_restart(event)
+        return bool(event["ok"])
+
+    def _healthy(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"{self.url}/health", timeout=10).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _say(self, message: str) -> None:
+        # The gateway's stderr is serve/server.log for a detached server.
+        print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} llmops vllm supervisor: {message}", file=sys.stderr,
+              flush=True)
+
+    # -- exits and their causes ----------------------------------------------------------------------
+    def _log_text(self, since_last_start: bool = False) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                if since_last_start:
+                    fh.seek(self._log_offset)
+                return fh.read()[-200_000:].decode("utf-8", errors="replace")
         except OSError:
             return ""
 
+    def _log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self._log_text(since_last_start=True).splitlines()[-lines:])
+
     def _mark_exited(self) -> None:
         # The hint first: /ready (another thread) reports a failure as soon as `error` is set.
-        reason = self._exit_reason()
+        reason = self._exit_reason(since_last_start=True)
         self.hint = self._hint(reason)
         self.error = reason
 
-    def _exit_reason(self) -> str:
+    def _exit_reason(self, since_last_start: bool = False) -> str:
+        from llmops_cli.serving.vllm_env import root_cause
+
         code = None if self.proc is None else self.proc.returncode
-        tail = self._log_tail(200)
-        if any(marker in tail for marker in OOM_MARKERS):
-            return f"vLLM ran out of GPU memory at start (exit code {code})"
-        return f"vLLM exited with code {code}"
+        text = self._log_text(since_last_start)
+        if any(marker in text for marker in OOM_MARKERS):
+            where = "GPU" if self.device == "cuda" else "CPU"
+            return f"vLLM ran out of {where} memory at start (exit code {code})"
+        cause = root_cause(text)
+        return f"vLLM exited with code {code}" + (f": {cause}" if cause else "")
 
     def _hint(self, reason: str) -> str:
         if "out of GPU memory" in reason:
             return ("lower serve.vllm.gpu_memory_utilization or serve.vllm.max_model_len, or raise "
                     f"serve.vllm.tensor_parallel_size; log: {self.log_path}")
+        if "out of CPU memory" in reason or "memory utilization" in reason:
+            return (f"lower serve.vllm.cpu_kvcache_gib or serve.vllm.max_model_len; log: {self.log_path}")
         return f"last lines of {self.log_path}:\n    " + self._log_tail().replace("\n", "\n    ")
 
-    def stop(self) -> None:
-        self._ready = False
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+    def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is not None:
             return
         proc.terminate()
         try:
@@ -384,6 +515,13 @@ class VllmBackend(Backend):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._ready = False
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            self._terminate(proc)
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -393,6 +531,9 @@ class VllmBackend(Backend):
     def reload(self, model: ModelSpec) -> None:
         import httpx
 
+        if self.state != "ready":
+            raise BackendUnavailable(f"the vLLM engine is {self.state}: {self.error or 'try again shortly'}",
+                                     hint="the previous version is still the one that will be served")
         if not (model.is_adapter and self.model.is_adapter):
             raise BackendUnavailable(
                 f"vLLM switches LoRA adapters at runtime only; {model.model_ref} or the served model is a full model",
@@ -428,9 +569,16 @@ class VllmBackend(Backend):
             pass  # a resident adapter only costs memory; the next reload tries again
 
     def _client_get(self) -> Any:
+        import asyncio
+
         import httpx
 
+        if self._client is not None and self._client_for is not self.proc:
+            # A restarted child: the pooled keep-alive connections point at the dead one.
+            asyncio.get_running_loop().create_task(self._client.aclose())
+            self._client = None
         if self._client is None:
+            self._client_for = self.proc
             self._client = httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(None, connect=5),
                                              limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256))
         return self._client
@@ -442,9 +590,10 @@ class VllmBackend(Backend):
     async def handle(self, kind: str, body: dict[str, Any], request_id: str) -> Reply:
         import httpx
 
-        if self.state != "ready":
-            raise ApiError(503, f"the vLLM backend is not available: {self.error or 'still starting'}",
-                           "server_error", "backend_unavailable")
+        state = self.state
+        if state != "ready":
+            raise self._unavailable(self.error or ("restarting after its engine died" if state == "restarting"
+                                                   else "still starting"))
         name = self.current
         served = self.spec["model_name"]
         body = {**body, "model": name}
@@ -458,8 +607,7 @@ class VllmBackend(Backend):
                                                               headers={"X-Request-Id": request_id}), stream=True)
         except httpx.HTTPError as exc:
             self._track(name, -1)
-            raise ApiError(503, f"the vLLM backend is unreachable: {type(exc).__name__}", "server_error",
-                           "backend_unavailable") from None
+            raise self._unavailable(f"unreachable ({type(exc).__name__})") from None
         if not body.get("stream") or response.status_code != 200:
             try:
                 raw = await response.aread()
@@ -470,6 +618,11 @@ class VllmBackend(Backend):
         meta: dict[str, Any] = {}
         return Reply(200, chunks=self._pass_through(response, name, served, meta), meta=meta)
 
+    def _unavailable(self, why: str) -> ApiError:
+        headers = {} if self.error else {"Retry-After": str(self.retry_after_s())}
+        return ApiError(503, f"the vLLM backend is not available: {why}", "server_error", "backend_unavailable",
+                        headers=headers)
+
     def _json_reply(self, status: int, raw: bytes, name: str, served: str) -> Reply:
         try:
             data = json.loads(raw)
@@ -477,6 +630,9 @@ class VllmBackend(Backend):
             raise ApiError(502, f"vLLM answered {status} with a non-JSON body", "server_error", "bad_gateway") from None
         if status >= 400:
             err = data.get("error") if isinstance(data.get("error"), dict) else data
+            if status >= 500 and any(m in str(err.get("message")) for m in ENGINE_DEAD_MARKERS):
+                self._ready = False  # the supervisor restarts it; until then clients are told to retry
+                raise self._unavailable("its engine died; it is being restarted")
             raise ApiError(status, str(err.get("message") or data)[:500], err.get("type") or "invalid_request_error",
                            err.get("code") if isinstance(err.get("code"), str) else None)
         data["model"] = served

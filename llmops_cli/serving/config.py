@@ -11,7 +11,9 @@ from llmops_cli.config.base import Section
 
 class VllmSection(Section):
     python: str | None = Field(
-        None, description="Python interpreter that has vllm installed; default: the one running llmops."
+        None,
+        description="Python interpreter that has vllm (its own venv: vLLM pins torch and transformers); "
+                    "default: .venv-vllm/bin/python when `make vllm` created it, else the one running llmops.",
     )
     port: int | None = Field(
         None, ge=1, le=65535,
@@ -22,14 +24,28 @@ class VllmSection(Section):
         None, ge=16, description="Context length (--max-model-len); default: the model's."
     )
     gpu_memory_utilization: float = Field(
-        0.9, gt=0, le=1, description="Fraction of GPU memory vLLM may take (--gpu-memory-utilization)."
+        0.9, gt=0, le=1,
+        description="Fraction of GPU memory vLLM may take (--gpu-memory-utilization; GPU only: on CPU builds "
+                    "vLLM reads it as a share of host RAM, so llmops sets cpu_kvcache_gib instead).",
+    )
+    cpu_kvcache_gib: float = Field(
+        1.0, gt=0, description="KV cache size in GiB on vLLM's CPU build (VLLM_CPU_KVCACHE_SPACE)."
     )
     quantization: str | None = Field(None, description="Weight quantization method (--quantization), e.g. fp8, awq.")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="Weight dtype (--dtype).")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weight dtype (--dtype); auto: model.dtype, else the checkpoint's own dtype (as the "
+                            "transformers backend loads it; vLLM's own auto would turn fp32 into bf16).",
+    )
     enable_prefix_caching: bool = Field(True, description="Reuse the KV cache of shared prompt prefixes.")
     max_loras: int = Field(2, ge=1, description="Adapters resident at once (--max-loras); 2 lets reload overlap.")
     max_lora_rank: int | None = Field(
         None, ge=1, description="--max-lora-rank; default: the rank recorded by the registry (serve_readiness)."
+    )
+    max_restarts: int = Field(
+        5, ge=0, description="Restarts of a vLLM engine that died before the gateway gives up (0: never restart)."
+    )
+    restart_backoff_s: float = Field(
+        2.0, gt=0, description="Wait before the first restart; doubled after each failed one (capped at 60 s)."
     )
     extra_args: list[str] = Field(
         default_factory=list, description="Passed through to vLLM's server verbatim, e.g. ['--seed', '0']."
@@ -43,7 +59,8 @@ class ServeSection(Section):
     )
     registry_root: str = Field("registry", description="Registry root used to resolve `source`.")
     backend: Literal["auto", "transformers", "vllm"] = Field(
-        "auto", description="auto picks vllm when it is importable and a CUDA GPU is visible."
+        "auto", description="auto picks vllm when serve.vllm.python has a CUDA build of it and sees a GPU; "
+                            "vllm also runs vLLM's CPU build when asked for.",
     )
     host: str = Field("127.0.0.1", description="Interface to bind; keep loopback unless API keys are set.")
     port: int = Field(8321, ge=1, le=65535, description="Port to listen on.")

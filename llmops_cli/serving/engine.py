@@ -57,22 +57,27 @@ class TransformersEngine:
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def _generate_kwargs(self, max_tokens: int, temperature: float) -> dict[str, Any]:
+    def _generate_kwargs(self, max_tokens: int, sampling: dict[str, Any] | None) -> dict[str, Any]:
+        """Every sampling parameter explicit, so that the model's generation_config (and transformers'
+        own top_k=50 default) cannot differ from what the gateway decided (serving/sampling.py)."""
+        sampling = sampling or {}
         kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "eos_token_id": self.tokenizer.eos_token_id,
                                   "pad_token_id": self.tokenizer.pad_token_id}
+        temperature = float(sampling.get("temperature") or 0.0)
         if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature)
+            kwargs.update(do_sample=True, temperature=temperature, top_p=float(sampling.get("top_p", 1.0)),
+                          top_k=int(sampling.get("top_k") or 0))
         else:
-            kwargs.update(do_sample=False)
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
 
-    def complete(self, prompt: str, max_tokens: int, temperature: float = 0.0,
+    def complete(self, prompt: str, max_tokens: int, sampling: dict[str, Any] | None = None,
                  stop: list[str] | None = None) -> Completion:
         import torch
 
         enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.model.device)
         with self._lock, torch.inference_mode():
-            out = self.model.generate(**enc, **self._generate_kwargs(max_tokens, temperature))
+            out = self.model.generate(**enc, **self._generate_kwargs(max_tokens, sampling))
         ids = out[0, enc["input_ids"].shape[1]:].tolist()
         finish = "length"
         if self.tokenizer.eos_token_id in ids:
@@ -84,7 +89,7 @@ class TransformersEngine:
                 text, finish = text[: text.index(marker)], "stop"
         return Completion(text.strip(), enc["input_ids"].shape[1], len(ids), finish)
 
-    async def stream(self, prompt: str, max_tokens: int, temperature: float, state: dict[str, Any]
+    async def stream(self, prompt: str, max_tokens: int, sampling: dict[str, Any] | None, state: dict[str, Any]
                      ) -> AsyncIterator[str]:
         """Yield text pieces as they are generated; fills state with token counts and finish_reason.
 
@@ -126,7 +131,7 @@ class TransformersEngine:
         def run() -> None:
             try:
                 with self._lock, torch.inference_mode():
-                    self.model.generate(**enc, **self._generate_kwargs(max_tokens, temperature), streamer=streamer,
+                    self.model.generate(**enc, **self._generate_kwargs(max_tokens, sampling), streamer=streamer,
                                         stopping_criteria=StoppingCriteriaList([_Cancel()]))
             except Exception as exc:  # surfaced to the client as the end of the stream, and logged
                 state["error"] = f"{type(exc).__name__}: {exc}"

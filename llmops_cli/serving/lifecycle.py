@@ -15,6 +15,7 @@ from typing import Any
 
 from llmops_cli.config.schema import ProjectConfig
 from llmops_cli.errors import BackendUnavailable, ConfigError
+from llmops_cli.serving.vllm_env import VllmInfo, probe_vllm, vllm_python
 from llmops_cli.utils import atomic_write_json
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -58,55 +59,47 @@ def _adapter_rank(path: Path) -> int | None:
     return max(ranks) if ranks else None
 
 
-def vllm_importable(python: str | None = None) -> bool:
-    """Can `python` (default: this interpreter) import vllm? Checked without importing it here."""
-    import importlib.util
+@dataclass(frozen=True)
+class BackendChoice:
+    """Which backend serves, why (printed by `llmops serve`), and the vLLM that was found."""
 
-    if not python or os.path.realpath(python) == os.path.realpath(sys.executable):
-        return importlib.util.find_spec("vllm") is not None
-    check = "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
-    try:
-        return subprocess.run([python, "-c", check], capture_output=True, timeout=60).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+    name: str  # "transformers" | "vllm"
+    why: str
+    vllm: VllmInfo | None = None
 
 
-def cuda_visible() -> bool:
-    """A CUDA GPU this process can see (torch's view; False where torch cannot tell)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
-def select_backend(requested: str, vllm_python: str | None = None, requires_merge: bool = False
-                   ) -> tuple[str, str]:
-    """(backend, why). The one place that decides: auto means vLLM only where it can actually run."""
+def select_backend(requested: str, configured_python: str | None = None, requires_merge: bool = False
+                   ) -> BackendChoice:
+    """The one place that decides. `vllm` runs wherever the vLLM interpreter has a vLLM build (its
+    CPU build included); `auto` picks vLLM only for a CUDA build that sees a GPU, since on a CPU the
+    embedded backend starts in seconds rather than minutes."""
     if requested == "transformers":
-        return "transformers", "requested in config (serve.backend=transformers)"
+        return BackendChoice("transformers", "requested in config (serve.backend=transformers)")
     if requested == "auto" and requires_merge:
-        return "transformers", "auto: this version must be merged before serving (registry serve_readiness)"
-    has_vllm = vllm_importable(vllm_python)
+        return BackendChoice("transformers", "auto: this version must be merged before serving (registry "
+                                             "serve_readiness)")
+    python = vllm_python(configured_python)
+    info = probe_vllm(python)
     if requested == "vllm":
-        if not has_vllm:
-            raise BackendUnavailable("serve.backend=vllm but vllm is not installed",
-                                     hint="pip install 'llmops-cli[gpu]' (vllm) on a CUDA machine, set "
-                                          "serve.vllm.python, or use --set serve.backend=transformers")
-        if not cuda_visible():
-            raise BackendUnavailable("serve.backend=vllm needs a CUDA GPU and none is visible",
-                                     hint="use --set serve.backend=transformers on CPU machines")
-        return "vllm", "requested in config (serve.backend=vllm)"
-    if not has_vllm:
-        return "transformers", "auto: vllm is not installed (the embedded CPU backend)"
-    if not cuda_visible():
-        return "transformers", "auto: vllm is installed but no CUDA GPU is visible"
-    return "vllm", "auto: vllm is installed and a CUDA GPU is visible"
+        if info is None:
+            raise BackendUnavailable(f"serve.backend=vllm but {python} has no vllm",
+                                     hint="run `make vllm` (creates .venv-vllm, used by default), set "
+                                          "serve.vllm.python to an interpreter that has vllm, or use "
+                                          "--set serve.backend=transformers")
+        return BackendChoice("vllm", f"requested in config (serve.backend=vllm): {_describe(info)}", info)
+    if info is None:
+        return BackendChoice("transformers", f"auto: no vllm in {python} (the embedded backend)")
+    if info.device != "cuda":
+        return BackendChoice("transformers", f"auto: {_describe(info)} sees no CUDA GPU; set "
+                                             "serve.backend=vllm to serve with it anyway")
+    return BackendChoice("vllm", f"auto: {_describe(info)}", info)
 
 
-def build_spec(cfg: ProjectConfig, served: Served, backend: str) -> dict[str, Any]:
+def _describe(info: VllmInfo) -> str:
+    return f"{info.distribution or 'vllm'} {info.version or '(version unknown)'} on {info.device} ({info.python})"
+
+
+def build_spec(cfg: ProjectConfig, served: Served, choice: BackendChoice) -> dict[str, Any]:
     """Everything the server process needs, minus secrets (API keys stay in the environment or file)."""
     import secrets
 
@@ -122,6 +115,7 @@ def build_spec(cfg: ProjectConfig, served: Served, backend: str) -> dict[str, An
             f"serve.host={scfg.host} exposes the server beyond loopback but no API key is configured",
             hint=f"set {scfg.api_keys_env}=key1,key2 (or serve.api_keys_file) or keep serve.host=127.0.0.1",
         )
+    backend = choice.name
     if backend == "vllm" and served.requires_merge:
         raise ConfigError(f"{served.model_ref} needs merging before vLLM can serve it (serve_readiness)",
                           hint="serve it with --set serve.backend=transformers, or register a merged model")
@@ -152,7 +146,8 @@ def build_spec(cfg: ProjectConfig, served: Served, backend: str) -> dict[str, An
         "log_backups": scfg.log_backups,
         "feedback_log": os.path.abspath(scfg.feedback_log),
         "ready_timeout_s": scfg.ready_timeout_s,
-        "vllm": scfg.vllm.model_dump(),
+        "vllm": {**scfg.vllm.model_dump(), "python": choice.vllm.python if choice.vllm else scfg.vllm.python,
+                 "device": choice.vllm.device if choice.vllm else None},
         "vllm_log": os.path.abspath(Path(scfg.endpoint_file).with_name("vllm.log")),
         "created": int(time.time()),
     }
@@ -160,6 +155,9 @@ def build_spec(cfg: ProjectConfig, served: Served, backend: str) -> dict[str, An
 
 def check_port_free(host: str, port: int, what: str = "serve.port") -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers bind (uvicorn, vLLM): connections of a just-exited server in TIME_WAIT do not
+        # count as "in use"; a live listener still does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -275,18 +273,20 @@ def server_status(endpoint_file: str) -> dict[str, Any]:
     import httpx
 
     alive = _alive(endpoint["pid"])
-    ready, error = False, None
+    ready, error, info = False, None, {}
     if alive:
         try:
             response = httpx.get(f"{endpoint['url']}/ready", timeout=2)
             ready = response.status_code == 200
+            info = response.json()
             if not ready:
-                error = response.json().get("error")
+                error = info.get("error") or info.get("status")
         except (httpx.HTTPError, ValueError) as exc:
             error = f"/ready did not answer: {type(exc).__name__}"
     else:
         error = f"process {endpoint['pid']} is not running"
-    return {**endpoint, "running": alive, "ready": ready, "error": error}
+    extra = {k: info[k] for k in ("restarts", "last_restart", "sampling_defaults") if k in info}
+    return {**endpoint, **extra, "running": alive, "ready": ready, "error": error}
 
 
 def reload_server(cfg: ProjectConfig, source: str | None = None) -> dict[str, Any]:

@@ -46,11 +46,11 @@ def test_reload_json_prints_the_updated_endpoint(cfg, monkeypatch):
 
 
 def test_vllm_without_vllm_exits_1_with_a_clear_message(cfg, monkeypatch):
-    monkeypatch.setattr(lifecycle, "vllm_importable", lambda python=None: False)
+    monkeypatch.setattr(lifecycle, "probe_vllm", lambda python: None)
     result = runner.invoke(app, ["serve", "-c", str(cfg), "--set", "serve.backend=vllm", "--json"])
     assert result.exit_code == 1
     data = json.loads(result.stdout)
-    assert data["type"] == "BackendUnavailable" and "not installed" in data["error"] and data["hint"]
+    assert data["type"] == "BackendUnavailable" and "has no vllm" in data["error"] and "make vllm" in data["hint"]
 
 
 @pytest.mark.parametrize("override", ["serve.log_sample_rate=2", "serve.vllm.gpu_memory_utilization=0",

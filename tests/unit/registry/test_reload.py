@@ -19,7 +19,7 @@ def test_promote_and_rollback_reload_the_running_server(adapter_project):
     register_model(cfg)
     promote(cfg, "test-model:1", "production", approve=True, by="qa", reason="first release")
     served = lifecycle.resolve_source(cfg)
-    endpoint = lifecycle.start_detached(lifecycle.build_spec(cfg, served, "transformers"),
+    endpoint = lifecycle.start_detached(lifecycle.build_spec(cfg, served, lifecycle.BackendChoice("transformers", "test")),
                                         cfg.serve.endpoint_file, 120)
     try:
         assert endpoint["model_ref"] == "test-model:1"

@@ -26,7 +26,7 @@ def running(tiny_model, tiny_corpus, tmp_path_factory):
                                    serve={"source": str(tiny_model), "port": port, "max_new_tokens": 2,
                                           "backend": "transformers"}))
     served = lifecycle.resolve_source(cfg)
-    spec = lifecycle.build_spec(cfg, served, "transformers")
+    spec = lifecycle.build_spec(cfg, served, lifecycle.BackendChoice("transformers", "test"))
     endpoint = lifecycle.start_detached(spec, cfg.serve.endpoint_file, 120)
     yield cfg, endpoint, tmp
     lifecycle.stop_server(cfg.serve.endpoint_file)

