@@ -10,7 +10,6 @@ OpenAI request to a backend:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -465,8 +464,8 @@ class VllmBackend(Backend):
 
     def _say(self, message: str) -> None:
         # The gateway's stderr is serve/server.log for a detached server.
-        print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} llmops vllm supervisor: {message}", file=sys.stderr,
-              flush=True)
+        sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} llmops vllm supervisor: {message}\n")
+        sys.stderr.flush()
 
     # -- exits and their causes ----------------------------------------------------------------------
     def _log_text(self, since_last_start: bool = False) -> str:

@@ -8,6 +8,9 @@ from llmops_cli.registry.register import register_model
 from llmops_cli.serving import lifecycle
 from tests.conftest import free_port
 
+TRANSFORMERS = lifecycle.BackendChoice("transformers", "test")
+
+
 
 def test_promote_and_rollback_reload_the_running_server(adapter_project):
     tmp, config = adapter_project
@@ -19,7 +22,7 @@ def test_promote_and_rollback_reload_the_running_server(adapter_project):
     register_model(cfg)
     promote(cfg, "test-model:1", "production", approve=True, by="qa", reason="first release")
     served = lifecycle.resolve_source(cfg)
-    endpoint = lifecycle.start_detached(lifecycle.build_spec(cfg, served, lifecycle.BackendChoice("transformers", "test")),
+    endpoint = lifecycle.start_detached(lifecycle.build_spec(cfg, served, TRANSFORMERS),
                                         cfg.serve.endpoint_file, 120)
     try:
         assert endpoint["model_ref"] == "test-model:1"

@@ -17,6 +17,9 @@ from llmops_cli.errors import BackendUnavailable
 from llmops_cli.serving import lifecycle
 from tests.conftest import free_port, project_yaml
 
+TRANSFORMERS = lifecycle.BackendChoice("transformers", "test")
+
+
 
 @pytest.fixture(scope="module")
 def running(tiny_model, tiny_corpus, tmp_path_factory):
@@ -26,7 +29,7 @@ def running(tiny_model, tiny_corpus, tmp_path_factory):
                                    serve={"source": str(tiny_model), "port": port, "max_new_tokens": 2,
                                           "backend": "transformers"}))
     served = lifecycle.resolve_source(cfg)
-    spec = lifecycle.build_spec(cfg, served, lifecycle.BackendChoice("transformers", "test"))
+    spec = lifecycle.build_spec(cfg, served, TRANSFORMERS)
     endpoint = lifecycle.start_detached(spec, cfg.serve.endpoint_file, 120)
     yield cfg, endpoint, tmp
     lifecycle.stop_server(cfg.serve.endpoint_file)

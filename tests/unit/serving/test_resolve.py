@@ -10,6 +10,10 @@ from llmops_cli.errors import ConfigError, RegistryError
 from llmops_cli.registry.store import LocalRegistry
 from llmops_cli.serving import lifecycle
 
+TRANSFORMERS = lifecycle.BackendChoice("transformers", "test")
+VLLM = lifecycle.BackendChoice("vllm", "test")
+
+
 
 def _registered(tmp_path, readiness):
     adapter = tmp_path / "adapter"
@@ -30,7 +34,7 @@ def test_registry_ref_resolves_to_a_verified_dir_with_serve_readiness(tmp_path):
     assert served.model_ref == "support:1" and served.model_name == "support"
     assert served.lora_rank == 32  # the registry's record wins over re-reading the adapter
     assert (tmp_path / "registry").resolve() in Path(served.model_dir).resolve().parents
-    spec = lifecycle.build_spec(cfg, served, lifecycle.BackendChoice("vllm", "test"))
+    spec = lifecycle.build_spec(cfg, served, VLLM)
     assert spec["lora_rank"] == 32 and spec["backend"] == "vllm" and spec["admin_token"]
     assert "api_keys" not in spec  # keys never reach the spec file
 
@@ -39,8 +43,8 @@ def test_requires_merge_is_refused_for_vllm(tmp_path):
     _, _, cfg = _registered(tmp_path, {"lora_rank": None, "requires_merge": True, "reasons": ["modules_to_save"]})
     served = lifecycle.resolve_source(cfg)
     with pytest.raises(ConfigError, match="needs merging"):
-        lifecycle.build_spec(cfg, served, lifecycle.BackendChoice("vllm", "test"))
-    assert lifecycle.build_spec(cfg, served, lifecycle.BackendChoice("transformers", "test"))["backend"] == "transformers"
+        lifecycle.build_spec(cfg, served, VLLM)
+    assert lifecycle.build_spec(cfg, served, TRANSFORMERS)["backend"] == "transformers"
 
 
 def test_tampered_version_is_refused(tmp_path):
