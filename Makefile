@@ -10,12 +10,14 @@ LLMOPS := $(BIN)/llmops
 # dvc stages call `llmops`: put the venv first on PATH for everything make runs.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup demo test lint pipeline base-model prep tune eval register serve stop ask monitor clean
+.PHONY: help setup demo test lint pipeline base-model prep tune eval register serve stop ask monitor clean vllm test-vllm
 
 help:
 	@echo "make demo     set up .venv, run the DVC pipeline, leave a live endpoint, send a sample request"
 	@echo "make test     set up .venv and run the test suite"
 	@echo "make stop     stop the demo server"
+	@echo "make vllm     create .venv-vllm with the vLLM build for this machine (CPU or CUDA)"
+	@echo "make test-vllm  the real-vLLM e2e suite (pytest -m vllm; runs make vllm first)"
 	@echo "stage targets: base-model prep tune eval register serve ask monitor pipeline lint clean"
 	@echo "more: monitor-check monitor-report monitor-export monitor-rules bench"
 
@@ -38,6 +40,17 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# vLLM pins its own torch and transformers: it gets a venv of its own, which serve.vllm.python
+# (and eval.backend=vllm) use by default. CPU machines get vLLM's CPU build (x86-64).
+VLLM_VENV ?= .venv-vllm
+$(VLLM_VENV)/.installed: scripts/install_vllm.sh
+	PYTHON=$(PYTHON) bash scripts/install_vllm.sh $(VLLM_VENV)
+
+vllm: $(VLLM_VENV)/.installed
+
+test-vllm: setup vllm
+	$(BIN)/python -m pytest -q -m vllm tests/e2e/test_vllm.py
 
 lint: setup
 	$(BIN)/ruff check llmops_cli tests benchmarks data/raw

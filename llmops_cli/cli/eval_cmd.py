@@ -16,13 +16,16 @@ def evaluate(
     config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
     endpoint: Annotated[str | None, typer.Option("--endpoint", help="Also evaluate this OpenAI-compatible URL.")]
     = None,
-    parity: Annotated[str | None, typer.Option("--parity", help="Compare HF answers with this endpoint's.")] = None,
+    parity: Annotated[bool, typer.Option("--parity", help="Also answer with vLLM (offline) and report its "
+                                                          "agreement with transformers (parity.vllm.*).")] = False,
 ) -> None:
     """Score tuned vs base vs production (and an endpoint) on the test split; gates exit 1 on failure."""
     with command(json_) as console:
         overrides = list(set_ or [])
-        if endpoint or parity:
-            overrides.append(f"eval.endpoint={endpoint or parity}")
+        if endpoint:
+            overrides.append(f"eval.endpoint={endpoint}")
+        if parity:
+            overrides.append("eval.parity=true")
         cfg = load_project(config, overrides)
         from llmops_cli.errors import GateFailed
         from llmops_cli.evaluate.run import run_eval
@@ -39,8 +42,9 @@ def evaluate(
         if safety:
             console.info(f"safety: refusal rate {safety['refusal_rate']}, leak rate {safety['leak_rate']}, "
                          f"bias disparity {safety['bias_disparity_rate']}")
-        if result.extra.get("parity"):
-            console.info(f"parity HF vs endpoint: {result.extra['parity']}")
+        for other, report in (result.extra.get("parity") or {}).items():
+            console.info(f"parity hf vs {other}: agreement {report['agreement_rate']} ({report['disagreements']} "
+                         f"of {report['n']} differ), exact-match difference {report['exact_match_diff']}")
         failed = [g for g in result.gates if not g.passed]
         if result.gates:
             console.table("gates", ["gate", "value", "result"],

@@ -1,4 +1,4 @@
-"""Where predictions come from: an OpenAI-compatible endpoint, or vLLM offline on a GPU.
+"""Where predictions come from: an OpenAI-compatible endpoint, or offline vLLM (CPU or GPU build).
 (In-process transformers generation lives in generate.py.)"""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from llmops_cli.errors import BackendUnavailable
@@ -89,24 +90,78 @@ def _raise_for(response: Any) -> None:
         raise RuntimeError(f"endpoint answered {response.status_code}: {message or 'no error message'}")
 
 
-def vllm_generate(base: str, adapter: str | None, prompts: list[str], max_new_tokens: int) -> Generations:
-    """Offline vLLM generation (GPU only) with the adapter as a LoRA request."""
-    import importlib.util
+def vllm_generate(vllm_cfg: Any, base: Any, runs: dict[str, str | None], prompt_token_ids: list[list[int]],
+                  max_new_tokens: int, log_path: str) -> dict[str, Generations]:
+    """Greedy answers of each run (name -> adapter dir, full model dir, or None for the base model)
+    from offline vLLM, run by the vLLM interpreter (serve.vllm.python / .venv-vllm) in a child
+    process; one engine per distinct set of weights. `vllm_cfg` is serve.vllm, `base` the model section."""
+    from llmops_cli.model.loading import is_adapter_dir
+    from llmops_cli.serving.backends import vllm_lora_rank
+    from llmops_cli.serving.lifecycle import adapter_rank
+    from llmops_cli.serving.vllm_env import probe_vllm, vllm_python
 
-    if importlib.util.find_spec("vllm") is None:
-        raise BackendUnavailable("eval.backend=vllm but vllm is not installed",
-                                 hint="pip install 'llmops-cli[gpu]' on a CUDA machine, or use eval.backend=hf")
-    import torch
+    python = vllm_python(vllm_cfg.python)
+    info = probe_vllm(python)
+    if info is None:
+        raise BackendUnavailable(f"eval.backend=vllm (or --parity) but {python} has no vllm",
+                                 hint="run `make vllm` (creates .venv-vllm, used by default), set serve.vllm.python, "
+                                      "or use eval.backend=hf")
+    groups: dict[str, dict[str, str | None]] = {}  # weights -> {run name: LoRA dir or None}
+    for name, model_dir in runs.items():
+        adapter = model_dir if model_dir and is_adapter_dir(model_dir) else None
+        weights = base.base if adapter or not model_dir else model_dir
+        groups.setdefault(weights, {})[name] = adapter
+    results: dict[str, Generations] = {}
+    for weights, members in groups.items():
+        ranks = [adapter_rank(Path(d)) or 16 for d in members.values() if d]
+        job = {"model": weights, "max_new_tokens": max_new_tokens, "prompt_token_ids": prompt_token_ids,
+               "runs": [{"name": n, "lora": d} for n, d in members.items()],
+               "engine": _engine_kwargs(vllm_cfg, base, weights, info.device,
+                                        vllm_lora_rank(max(ranks), vllm_cfg.max_lora_rank) if ranks else None)}
+        out = _run_offline(python, job, info.device, vllm_cfg, log_path)
+        for name, run in out["runs"].items():
+            results[name] = Generations(run["texts"], run["seconds"], run["new_tokens"], run["latencies"])
+    return results
 
-    if not torch.cuda.is_available():
-        raise BackendUnavailable("eval.backend=vllm needs a CUDA GPU", hint="use eval.backend=hf on this machine")
-    from vllm import LLM, SamplingParams
-    from vllm.lora.request import LoRARequest
 
-    llm = LLM(model=base, enable_lora=adapter is not None)
-    params = SamplingParams(temperature=0, max_tokens=max_new_tokens)
-    started = time.perf_counter()
-    outputs = llm.generate(prompts, params, lora_request=LoRARequest("tuned", 1, adapter) if adapter else None)
-    seconds = time.perf_counter() - started
-    texts = [o.outputs[0].text.strip() for o in outputs]
-    return Generations(texts, seconds, sum(len(o.outputs[0].token_ids) for o in outputs), [seconds] * len(texts))
+def _engine_kwargs(vllm_cfg: Any, base: Any, weights: str, device: str, lora_rank: int | None) -> dict[str, Any]:
+    """LLM(...) keyword arguments matching the server's flags (serving/vllm_env.engine_args)."""
+    from llmops_cli.serving.vllm_env import resolve_dtype
+
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(vllm_cfg.dtype, base.dtype, weights), "seed": 0,
+                              "trust_remote_code": base.trust_remote_code,
+                              "enable_prefix_caching": vllm_cfg.enable_prefix_caching}
+    if base.revision and weights == base.base:
+        kwargs["revision"] = base.revision
+    if device == "cuda":
+        kwargs.update(tensor_parallel_size=vllm_cfg.tensor_parallel_size,
+                      gpu_memory_utilization=vllm_cfg.gpu_memory_utilization)
+    if vllm_cfg.max_model_len:
+        kwargs["max_model_len"] = vllm_cfg.max_model_len
+    if vllm_cfg.quantization:
+        kwargs["quantization"] = vllm_cfg.quantization
+    if lora_rank:
+        kwargs.update(enable_lora=True, max_lora_rank=lora_rank, max_loras=vllm_cfg.max_loras)
+    return kwargs
+
+
+def _run_offline(python: str, job: dict[str, Any], device: str, vllm_cfg: Any, log_path: str) -> dict[str, Any]:
+    import subprocess
+    import tempfile
+
+    from llmops_cli.serving.vllm_env import engine_env, root_cause
+
+    script = Path(__file__).with_name("vllm_offline.py")
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="llmops-vllm-eval-") as tmp:
+        job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        job_path.write_text(json.dumps(job), encoding="utf-8")
+        with open(log_path, "ab") as log:
+            done = subprocess.run([python, str(script), str(job_path), str(out_path)], stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  env=engine_env(vllm_cfg.model_dump(), device))
+        if done.returncode != 0 or not out_path.is_file():
+            text = Path(log_path).read_text(encoding="utf-8", errors="replace")[-200_000:]
+            cause = root_cause(text) or f"exit code {done.returncode}"
+            raise BackendUnavailable(f"offline vLLM generation failed: {cause}", hint=f"full log: {log_path}")
+        return json.loads(out_path.read_text(encoding="utf-8"))

@@ -32,7 +32,13 @@ class EvalSection(Section):
         True, description="Also evaluate the registry's NAME@production version when one exists."
     )
     backend: str = Field("hf", pattern="^(hf|vllm)$",
-                         description="Local generation: hf (transformers, batched) or vllm (offline, needs a GPU).")
+                         description="Local generation: hf (transformers, batched) or vllm (offline, in the vLLM "
+                                     "interpreter of serve.vllm.python / .venv-vllm, with serve.vllm's engine "
+                                     "settings; CPU or GPU build).")
+    parity: bool = Field(
+        False, description="Also generate the tuned model's answers with the other local path (hf and vllm) and "
+                           "report their greedy agreement as parity.vllm.* (gateable)."
+    )
     endpoint: str | None = Field(
         None, description="Also evaluate an OpenAI-compatible endpoint (base URL, e.g. http://127.0.0.1:8321/v1)."
     )

@@ -115,18 +115,22 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
 
     models: dict[str, dict[str, Any]] = {}
     predictions: dict[str, list[str]] = {}
-    for name, (load, model_dir) in candidates.items():
+    # vLLM runs first, in one child process per set of weights: every candidate with eval.backend=vllm,
+    # the tuned model alone for parity with the hf path.
+    vllm_names = list(candidates) if ecfg.backend == "vllm" else (["tuned"] if ecfg.parity else [])
+    vllm_gens = _vllm_generations(cfg, {n: candidates[n][1] for n in vllm_names}, tokenizer, prompts)
+    hf_tuned: list[str] | None = None
+    for name, (load, _model_dir) in candidates.items():
         if ecfg.backend == "vllm":
-            from llmops_cli.evaluate.backends import vllm_generate
-
-            adapter = model_dir if model_dir and is_adapter_dir(model_dir) else None
-            gens = vllm_generate(cfg.model.base if adapter or not model_dir else model_dir, adapter, prompts,
-                                 ecfg.max_new_tokens)
+            gens = vllm_gens[name]
             model = load() if ecfg.perplexity or name == "tuned" else None
+            if name == "tuned" and ecfg.parity:
+                hf_tuned = generate(model, tokenizer, prompts, ecfg.max_new_tokens, ecfg.batch_size).texts
         else:
             model = load()
             gens = generate(model, tokenizer, prompts, ecfg.max_new_tokens, ecfg.batch_size,
                             on_batch=(lambda n, name=name: on_progress(name, n)) if on_progress else None)
+            hf_tuned = gens.texts if name == "tuned" else hf_tuned
         predictions[name] = gens.texts
         models[name] = _score(gens, references)
         if ecfg.perplexity and model is not None:
@@ -153,12 +157,10 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
                                on_done=(lambda n: on_progress("endpoint", n)) if on_progress else None)
         predictions["endpoint"] = gens.texts
         models["endpoint"] = {**_score(gens, references), "failures": getattr(gens, "failures", 0)}
-        agree = [normalize_answer(a) == normalize_answer(b)
-                 for a, b in zip(predictions["tuned"], gens.texts, strict=True)]
-        extra["parity"] = {
-            "agreement_rate": sum(agree) / len(agree) if agree else None,
-            "exact_match_diff": models["endpoint"]["exact_match"] - models["tuned"]["exact_match"],
-        }
+        extra.setdefault("parity", {})["endpoint"] = parity_report(predictions["tuned"], gens.texts, references, rows)
+    if ecfg.parity and hf_tuned is not None:
+        extra.setdefault("parity", {})["vllm"] = {
+            **parity_report(hf_tuned, vllm_gens["tuned"].texts, references, rows), "baseline": "hf"}
 
     if ecfg.judge.url:
         from llmops_cli.evaluate.judge import judge
@@ -196,6 +198,34 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
     return result
 
 
+def _vllm_generations(cfg: ProjectConfig, runs: dict[str, str | None], tokenizer: Any,
+                      prompts: list[str]) -> dict[str, Generations]:
+    if not runs:
+        return {}
+    from llmops_cli.evaluate.backends import vllm_generate
+
+    # Token ids, not text: vLLM then sees exactly what transformers sees (no second BOS).
+    token_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    log_path = str(Path(cfg.eval.report_file).with_name("eval_vllm.log"))
+    return vllm_generate(cfg.serve.vllm, cfg.model, runs, token_ids, cfg.eval.max_new_tokens, log_path)
+
+
+def parity_report(baseline: list[str], other: list[str], references: list[str],
+                  rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Agreement of two sets of greedy answers to the same prompts (normalised exact match), the
+    exact-match difference (other - baseline), and the first disagreements to look at."""
+    agree = [normalize_answer(a) == normalize_answer(b) for a, b in zip(baseline, other, strict=True)]
+    em_base = sum(exact_match(p, r) for p, r in zip(baseline, references, strict=True))
+    em_other = sum(exact_match(p, r) for p, r in zip(other, references, strict=True))
+    n = len(agree)
+    return {
+        "n": n, "agreement_rate": sum(agree) / n if n else None, "disagreements": n - sum(agree),
+        "exact_match_diff": (em_other - em_base) / n if n else None,
+        "examples": [{"id": rows[i].get("id"), "baseline": baseline[i], "other": other[i]}
+                     for i, same in enumerate(agree) if not same][:5],
+    }
+
+
 def render_report(result: EvalResult) -> str:
     """reports/eval.md: the tables a reviewer reads before approving a promotion."""
     keys = ["exact_match", "token_f1", "macro_f1", "rouge_l", "bleu", "chrf", "perplexity", "latency_p50_ms",
@@ -219,8 +249,11 @@ def render_report(result: EvalResult) -> str:
         lines += ["", "## Safety", f"- refusal rate on harmful requests: {safety['refusal_rate']}",
                   f"- leak rate (injection, system prompt, PII): {safety['leak_rate']}",
                   f"- bias pairs answered differently: {safety['bias_disparity_rate']}"]
-    if result.extra.get("parity"):
-        lines += ["", f"## Parity (tuned HF vs endpoint): {result.extra['parity']}"]
+    for other, parity in (result.extra.get("parity") or {}).items():
+        lines += ["", f"## Parity: tuned model, hf vs {other}",
+                  f"- agreement of greedy answers: {parity['agreement_rate']} ({parity['disagreements']} of "
+                  f"{parity['n']} differ); exact-match difference: {parity['exact_match_diff']}"]
+        lines += [f"- `{e['id']}`: hf {e['baseline']!r} vs {other} {e['other']!r}" for e in parity["examples"]]
     for name, scores in (result.extra.get("variants") or {}).items():
         lines.append(f"- variant {name}: exact_match {scores['exact_match']:.4g}")
     if result.gates:

@@ -10,6 +10,8 @@ OpenAI request to a backend:
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_cli.errors import BackendUnavailable
+from llmops_cli.utils import atomic_write_text
 
 # vLLM accepts only these LoRA ranks for --max-lora-rank.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -250,6 +253,18 @@ class TransformersBackend(Backend):
 
 
 # -- vLLM ------------------------------------------------------------------------------------------
+def vllm_pgid_file(log_path: str | Path) -> Path:
+    """Where the gateway records the process group of its vLLM child (next to vllm.log)."""
+    return Path(log_path).with_name("vllm.pgid")
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def lora_name(model: ModelSpec) -> str:
     """A LoRA module name per registry version, so that old and new adapters can be resident together."""
     return model.model_ref.replace(":", "-").replace("@", "-").replace("/", "-")
@@ -291,9 +306,10 @@ def vllm_command(spec: dict[str, Any], model: ModelSpec, port: int) -> list[str]
 class VllmBackend(Backend):
     """vLLM's OpenAI server as a child process on loopback; the gateway proxies to it.
 
-    The child stays in the gateway's process group (the gateway is a session leader when detached),
-    so `serve stop` signals both; the gateway also terminates it on shutdown. (PR_SET_PDEATHSIG is
-    not used: it fires when the *thread* that started the child exits, not the process.)
+    The child runs in a process group of its own, with its engine core: the gateway signals that
+    group on shutdown and before a restart, and `serve stop` signals it too (its id is in
+    serve/vllm.pgid), so no engine outlives the server. (PR_SET_PDEATHSIG is not used: it fires
+    when the *thread* that started the child exits, not the process.)
 
     Once the first start has succeeded, a supervisor thread watches the child: when it exits (vLLM's
     server exits when its engine dies) or stops answering /health, requests get 503 with
@@ -357,8 +373,13 @@ class VllmBackend(Backend):
             log.write(f"\n==== llmops: starting vLLM at {time.strftime('%Y-%m-%dT%H:%M:%S')} ====\n".encode())
             log.flush()
             self._log_offset = log.tell()
+            # A session (and process group) of its own, so that the engine core it forks can be
+            # signalled with it; its id is written next to the log for `serve stop` (lifecycle.py),
+            # which reaches it even if this gateway was killed first.
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=engine_env(self.spec["vllm"], self.device))
+                                         stdin=subprocess.DEVNULL, env=engine_env(self.spec["vllm"], self.device),
+                                         start_new_session=True)
+        atomic_write_text(vllm_pgid_file(self.log_path), f"{self.proc.pid}\n")
 
     def start(self) -> None:
         started = time.monotonic()
@@ -415,6 +436,8 @@ class VllmBackend(Backend):
                 return
             self._ready = False
             unhealthy = 0
+            if proc is not None:
+                self._terminate(proc, grace_s=0)  # its engine core may have outlived it
             reason = self._exit_reason(since_last_start=True)
             v = self.spec["vllm"]
             if len(self.restarts) >= int(v.get("max_restarts", 5)):
@@ -505,15 +528,21 @@ class VllmBackend(Backend):
             return (f"lower serve.vllm.cpu_kvcache_gib or serve.vllm.max_model_len; log: {self.log_path}")
         return f"last lines of {self.log_path}:\n    " + self._log_tail().replace("\n", "\n    ")
 
-    def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is not None:
-            return
-        proc.terminate()
+    def _terminate(self, proc: subprocess.Popen[bytes], grace_s: float = 20) -> None:
+        """SIGTERM to the child's whole process group (its engine core and helpers too), SIGKILL to
+        whatever is left after the grace period. Also sweeps the group of a child that already died:
+        a SIGKILLed vLLM server leaves its engine core running otherwise."""
+        if proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        _signal_group(proc.pid, signal.SIGKILL)
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
             proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
 
     def stop(self) -> None:
         self._stopping.set()
@@ -521,6 +550,7 @@ class VllmBackend(Backend):
         proc, self.proc = self.proc, None
         if proc is not None:
             self._terminate(proc)
+            vllm_pgid_file(self.log_path).unlink(missing_ok=True)
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -28,8 +28,8 @@ class VllmSection(Section):
         description="Fraction of GPU memory vLLM may take (--gpu-memory-utilization; GPU only: on CPU builds "
                     "vLLM reads it as a share of host RAM, so llmops sets cpu_kvcache_gib instead).",
     )
-    cpu_kvcache_gib: float = Field(
-        1.0, gt=0, description="KV cache size in GiB on vLLM's CPU build (VLLM_CPU_KVCACHE_SPACE)."
+    cpu_kvcache_gib: int = Field(
+        1, ge=1, description="KV cache size in whole GiB on vLLM's CPU build (VLLM_CPU_KVCACHE_SPACE)."
     )
     quantization: str | None = Field(None, description="Weight quantization method (--quantization), e.g. fp8, awq.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(

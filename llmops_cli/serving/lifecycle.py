@@ -35,20 +35,20 @@ def resolve_source(cfg: ProjectConfig, source: str | None = None) -> Served:
     """A registry reference becomes a verified, materialised directory; a path is served as is."""
     source = source or cfg.serve.source
     if Path(source).is_dir():
-        return Served(str(Path(source)), str(source), cfg.project.name, _adapter_rank(Path(source)))
+        return Served(str(Path(source)), str(source), cfg.project.name, adapter_rank(Path(source)))
     from llmops_cli.registry.store import LocalRegistry
 
     registry = LocalRegistry(cfg.serve.registry_root)
     version = registry.resolve(source, default_name=cfg.project.name)
     model_dir = registry.materialize(version)  # re-hashes every blob first: tampering is refused
     readiness = version.manifest.get("serve_readiness") or {}
-    rank = readiness.get("lora_rank") or _adapter_rank(Path(model_dir))
+    rank = readiness.get("lora_rank") or adapter_rank(Path(model_dir))
     # Clients may keep using the name they asked for (support-assistant@production).
     aliases = (source,) if ("@" in source and not source.startswith("@")) else ()
     return Served(str(model_dir), version.ref, version.name, rank, bool(readiness.get("requires_merge")), aliases)
 
 
-def _adapter_rank(path: Path) -> int | None:
+def adapter_rank(path: Path) -> int | None:
     try:
         data = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -346,8 +346,36 @@ def stop_server(endpoint_file: str, grace_s: float = 15) -> bool:
         _kill_one(pid, grace_s)  # not a session leader: signal the process, never a process group
     elif was_running:
         _kill_group(pid, grace_s)
+    _stop_vllm_group(endpoint_file)
     Path(endpoint_file).unlink(missing_ok=True)
     return was_running
+
+
+def _stop_vllm_group(endpoint_file: str) -> None:
+    """The gateway stops its vLLM child on shutdown; this catches one left behind by a gateway that
+    was killed before it could (its process group id is in vllm.pgid next to the endpoint file)."""
+    from llmops_cli.serving.backends import vllm_pgid_file
+
+    path = vllm_pgid_file(Path(endpoint_file).with_name("vllm.log"))
+    try:
+        pgid = int(path.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return
+    try:  # a stale file must not kill an unrelated group that reuses the id
+        members = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _pgid_of(int(p.name)) == pgid]
+        if any(b"vllm" in (m / "cmdline").read_bytes().lower() or b"VLLM" in (m / "comm").read_bytes()
+               for m in members if (m / "cmdline").exists()):
+            os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+    path.unlink(missing_ok=True)
+
+
+def _pgid_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return None
 
 
 def _alive(pid: int) -> bool:

@@ -125,12 +125,12 @@ def engine_env(vllm: dict[str, Any], device: str) -> dict[str, str]:
     """Environment for a vLLM child: runtime LoRA switching, and on CPU the KV cache size in GiB."""
     env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
     if device == "cpu":
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(vllm.get("cpu_kvcache_gib") or 1)
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(int(vllm.get("cpu_kvcache_gib") or 1))
     return env
 
 
 _CAUSE = re.compile(r"\b((?:[A-Z]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit)): (.+)")
-_NOISE = ("DeprecationWarning", "UserWarning", "FutureWarning")
+_NOISE = ("DeprecationWarning", "UserWarning", "FutureWarning", " WARNING ", " INFO ", " DEBUG ")
 
 
 def root_cause(log_text: str) -> str | None:

@@ -82,11 +82,11 @@ def test_endpoint_judge_safety_variants_and_gates(project):
         "eval.limit=12", "eval.bootstrap_samples=100", f"eval.endpoint=http://127.0.0.1:{port}",
         f"eval.judge.url=http://127.0.0.1:{judge_port}", f"eval.report_file={tmp}/eval.md",
         "eval.prompt_variants=[{name: terse, system: Answer with one word.}]",
-        "eval.gates=[parity.agreement_rate >= 0.99, tuned.exact_match >= 0.99, safety.leak_rate <= 0.5]",
+        "eval.gates=[parity.endpoint.agreement_rate >= 0.99, tuned.exact_match >= 0.99, safety.leak_rate <= 0.5]",
     ])
     result = run_eval(cfg)
     # The server serves the same adapter greedily: its answers agree with in-process generation.
-    assert result.extra["parity"]["agreement_rate"] == 1.0
+    assert result.extra["parity"]["endpoint"]["agreement_rate"] == 1.0
     endpoint = result.models["endpoint"]
     assert endpoint["failures"] == 0 and endpoint["ttft_p50_ms"] <= endpoint["latency_p50_ms"]
     assert result.models["tuned"]["judge_score"] == 4.0 and result.models["tuned"]["judge_failures"] == 6

@@ -19,7 +19,7 @@ from tests.conftest import free_port
 
 FAKE = Path(__file__).parent / "fake_vllm"
 VLLM_DEFAULTS = {"python": None, "port": None, "tensor_parallel_size": 2, "max_model_len": 4096,
-                 "gpu_memory_utilization": 0.8, "cpu_kvcache_gib": 1.0, "quantization": "fp8", "dtype": "bfloat16",
+                 "gpu_memory_utilization": 0.8, "cpu_kvcache_gib": 1, "quantization": "fp8", "dtype": "bfloat16",
                  "enable_prefix_caching": True, "max_loras": 2, "max_lora_rank": None, "max_restarts": 5,
                  "restart_backoff_s": 0.2, "extra_args": ["--seed", "7"], "device": "cuda"}
 
@@ -150,10 +150,10 @@ def test_the_vllm_interpreter_is_asked_even_when_it_resolves_to_this_binary(tmp_
 def test_cpu_command_sizes_the_kv_cache_instead_of_a_ram_fraction(tmp_path):
     from llmops_cli.serving.vllm_env import engine_env
 
-    spec = _spec(tmp_path, _adapter(tmp_path, "v1"), 9000, device="cpu", cpu_kvcache_gib=2.5)
+    spec = _spec(tmp_path, _adapter(tmp_path, "v1"), 9000, device="cpu", cpu_kvcache_gib=3)
     cmd = vllm_command(spec, ModelSpec.from_dict(spec), 9001)
     assert "--gpu-memory-utilization" not in cmd and "--tensor-parallel-size" not in cmd
-    assert engine_env(spec["vllm"], "cpu")["VLLM_CPU_KVCACHE_SPACE"] == "2.5"
+    assert engine_env(spec["vllm"], "cpu")["VLLM_CPU_KVCACHE_SPACE"] == "3"
     assert "VLLM_CPU_KVCACHE_SPACE" not in engine_env(spec["vllm"], "cuda") or os.environ.get(
         "VLLM_CPU_KVCACHE_SPACE")
 
@@ -336,7 +336,7 @@ def test_a_failed_start_quotes_the_root_cause_from_vllms_log(tmp_path, fake_vllm
     # 60 lines of shutdown noise follow the cause: a log tail alone would miss it.
     assert "ValueError: Available memory 1.0 GiB is less than desired CPU memory utilization" in info.value.message
     assert "cpu_kvcache_gib" in info.value.hint
-    assert _events(fake_vllm_env, "start")[0]["cpu_kvcache"] == "1.0"
+    assert _events(fake_vllm_env, "start")[0]["cpu_kvcache"] == "1"
 
 
 def test_unset_sampling_parameters_follow_one_rule_on_the_vllm_backend(tmp_path, fake_vllm_env):
