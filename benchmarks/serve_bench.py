@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/serve_bench.py                                  # CPU, transformers backend
     .venv/bin/python benchmarks/serve_bench.py --concurrency 32 --requests 400 --max-tokens 8
+    .venv/bin/python benchmarks/serve_bench.py --backend vllm --concurrency 1 16 64 --max-tokens 16  # vLLM CPU build
     python3 benchmarks/serve_bench.py --backend vllm --concurrency 64           # GPU (benchmarks/gpu/serve_bench.sh)
 
 transformers (default): two server processes on the same model, started side by side and measured in
@@ -14,7 +15,8 @@ echo: the same two servers over a backend that answers at once (no model): the g
 request, an upper bound on its share of any real backend's time.
 
 vllm: on a CUDA machine, a random-weight Llama of Llama-3.2-1B shape with a random LoRA adapter (built
-here, nothing downloaded) is served by (a) the gateway with the vllm backend, (b) vLLM's own port
+here, nothing downloaded), elsewhere --model with --adapter (default: the demo's base and tuned adapter)
+on vLLM's CPU build from .venv-vllm, is served by (a) the gateway with the vllm backend, (b) vLLM's own port
 directly (gateway overhead), and (c) the gateway with the transformers backend on the same GPU; all at
 the same concurrency. Ratios: vLLM / transformers throughput, and gateway / direct.
 Results are printed as a table and written as JSON with --json.
@@ -247,12 +249,56 @@ def build_gpu_model(tmp: Path) -> tuple[str, str]:
     return str(base), str(adapter)
 
 
+def start_vllm_targets(args: argparse.Namespace, tmp: Path, procs: list[subprocess.Popen[bytes]],
+                       auth: dict[str, str]) -> dict[str, tuple[str, str, dict[str, str]]]:
+    """vLLM behind the gateway, vLLM's own port, and the transformers backend behind the gateway, on
+    the same model: a random 1B Llama + LoRA on a GPU, the given model + adapter elsewhere (CPU build)."""
+    sys.path.insert(0, str(ROOT))
+    from llmops_cli.serving.vllm_env import probe_vllm, vllm_python
+
+    info = probe_vllm(vllm_python(args.vllm_python, ROOT))
+    if info is None:
+        raise SystemExit("no vllm: run `make vllm` or pass --vllm-python")
+    if info.device == "cuda":
+        base, adapter = build_gpu_model(tmp)
+        vllm = {"dtype": "bfloat16", "max_model_len": 2048, "gpu_memory_utilization": 0.6}
+    else:
+        base, adapter = args.model, args.adapter
+        vllm = {"dtype": "auto", "max_model_len": None, "gpu_memory_utilization": 0.9}
+    gw_port, vllm_port, hf_port = free_port(), free_port(), free_port()
+    vllm.update(python=info.python, device=info.device, port=vllm_port, tensor_parallel_size=1, quantization=None,
+                enable_prefix_caching=True, max_loras=2, max_lora_rank=None, cpu_kvcache_gib=2, max_restarts=0,
+                restart_backoff_s=2.0, extra_args=list(args.vllm_extra))
+    procs.append(start(make_spec(tmp, adapter, base, "vllm", gw_port, vllm=vllm, lora_rank=16,
+                                 vllm_log=str(tmp / "vllm.log")), tmp, "vllm-gateway"))
+    procs.append(start(make_spec(tmp, adapter, base, "transformers", hf_port, device="auto"), tmp, "hf-gateway"))
+    for port in (gw_port, hf_port):
+        wait_ready(f"http://127.0.0.1:{port}", procs, 900)
+    return {"vllm_direct": (f"http://127.0.0.1:{vllm_port}", "bench-1", {}),
+            "vllm_gateway": (f"http://127.0.0.1:{gw_port}", "bench", auth),
+            "transformers_gateway": (f"http://127.0.0.1:{hf_port}", "bench", auth)}
+
+
+def report_level(summary: dict[str, Any], backend: str) -> dict[str, Any]:
+    if backend != "vllm":
+        d, g = summary["direct"], summary["gateway"]
+        extra = {}
+    else:
+        d, g = summary["vllm_direct"], summary["vllm_gateway"]
+        extra = {"vllm_vs_transformers_throughput": g["tok_per_s"] / max(summary["transformers_gateway"]["tok_per_s"],
+                                                                         1e-9)}
+    return {"results": summary, "gateway_throughput_ratio": g["req_per_s"] / d["req_per_s"],
+            "gateway_p50_overhead_ms": g["p50_ms"] - d["p50_ms"], **extra}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["transformers", "vllm", "echo"], default="transformers",
                         help="echo: a backend that answers at once, to measure the gateway alone")
-    parser.add_argument("--model", default=str(ROOT / "models/base"), help="model dir (transformers mode)")
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--model", default=str(ROOT / "models/base"), help="model dir (base model in vllm mode)")
+    parser.add_argument("--adapter", default=str(ROOT / "artifacts/tune"), help="LoRA adapter (vllm mode, CPU)")
+    parser.add_argument("--vllm-python", help="interpreter with vllm (default: .venv-vllm, else this one)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16], help="one or more levels, same run")
     parser.add_argument("--requests", type=int, default=200, help="requests per round and target")
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
@@ -272,6 +318,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     auth = {"Authorization": f"Bearer {KEY}"}
+    levels: dict[int, dict[str, Any]] = {}
     try:
         if args.backend in ("transformers", "echo"):
             gw_port, direct_port = free_port(), free_port()
@@ -282,22 +329,10 @@ def main() -> None:
             targets = {"direct": (f"http://127.0.0.1:{direct_port}", "bench", {}),
                        "gateway": (f"http://127.0.0.1:{gw_port}", "bench", auth)}
         else:
-            base, adapter = build_gpu_model(tmp)
-            gw_port, vllm_port, hf_port = free_port(), free_port(), free_port()
-            vllm = {"python": None, "port": vllm_port, "tensor_parallel_size": 1, "max_model_len": 2048,
-                    "gpu_memory_utilization": 0.6, "quantization": None, "dtype": "bfloat16",
-                    "enable_prefix_caching": True, "max_loras": 2, "max_lora_rank": 16,
-                    "extra_args": list(args.vllm_extra)}
-            procs.append(start(make_spec(tmp, adapter, base, "vllm", gw_port, vllm=vllm, lora_rank=16,
-                                         vllm_log=str(tmp / "vllm.log")), tmp, "vllm-gateway"))
-            procs.append(start(make_spec(tmp, adapter, base, "transformers", hf_port, device="auto"), tmp,
-                               "hf-gateway"))
-            for port in (gw_port, hf_port):
-                wait_ready(f"http://127.0.0.1:{port}", procs, 900)
-            targets = {"vllm_direct": (f"http://127.0.0.1:{vllm_port}", "bench-1", {}),
-                       "vllm_gateway": (f"http://127.0.0.1:{gw_port}", "bench", auth),
-                       "transformers_gateway": (f"http://127.0.0.1:{hf_port}", "bench", auth)}
-        summary = measure(targets, args)
+            targets = start_vllm_targets(args, tmp, procs, auth)
+        for level in args.concurrency:
+            args_level = argparse.Namespace(**{**vars(args), "concurrency": level})
+            levels[level] = report_level(measure(targets, args_level), args.backend)
     finally:
         for proc in procs:
             try:
@@ -305,24 +340,19 @@ def main() -> None:
                 proc.wait(timeout=60)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-    report = {"backend": args.backend, "concurrency": args.concurrency, "requests": args.requests,
-              "max_tokens": args.max_tokens, "rounds": args.rounds, "python": platform.python_version(),
-              "cpus": os.cpu_count(), "results": summary}
-    if args.backend != "vllm":
-        d, g = summary["direct"], summary["gateway"]
-    else:
-        d, g = summary["vllm_direct"], summary["vllm_gateway"]
-        report["vllm_vs_transformers_throughput"] = g["tok_per_s"] / summary["transformers_gateway"]["tok_per_s"]
-    report["gateway_throughput_ratio"] = g["req_per_s"] / d["req_per_s"]
-    report["gateway_p50_overhead_ms"] = g["p50_ms"] - d["p50_ms"]
-    print(f"{'target':<22}{'req/s':>9}{'tok/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'errors':>8}")  # noqa: T201
-    for name, s in summary.items():
-        print(f"{name:<22}{s['req_per_s']:>9.1f}{s['tok_per_s']:>10.1f}{s['p50_ms']:>9.1f}"  # noqa: T201
-              f"{s['p95_ms']:>9.1f}{s['errors']:>8}")
-    print(f"gateway/direct throughput: {report['gateway_throughput_ratio']:.3f}  "  # noqa: T201
-          f"p50 overhead: {report['gateway_p50_overhead_ms']:+.2f} ms")
-    if "vllm_vs_transformers_throughput" in report:
-        print(f"vLLM / transformers throughput: {report['vllm_vs_transformers_throughput']:.1f}x")  # noqa: T201
+    report = {"backend": args.backend, "requests": args.requests, "max_tokens": args.max_tokens,
+              "rounds": args.rounds, "python": platform.python_version(), "cpus": os.cpu_count(),
+              "levels": {str(k): v for k, v in levels.items()}}
+    for level, result in levels.items():
+        print(f"\nconcurrency {level}")  # noqa: T201
+        print(f"{'target':<22}{'req/s':>9}{'tok/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'errors':>8}")  # noqa: T201
+        for name, s in result["results"].items():
+            print(f"{name:<22}{s['req_per_s']:>9.1f}{s['tok_per_s']:>10.1f}{s['p50_ms']:>9.1f}"  # noqa: T201
+                  f"{s['p95_ms']:>9.1f}{s['errors']:>8}")
+        print(f"gateway/direct throughput: {result['gateway_throughput_ratio']:.3f}  "  # noqa: T201
+              f"p50 overhead: {result['gateway_p50_overhead_ms']:+.2f} ms")
+        if "vllm_vs_transformers_throughput" in result:
+            print(f"vLLM / transformers throughput: {result['vllm_vs_transformers_throughput']:.2f}x")  # noqa: T201
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 

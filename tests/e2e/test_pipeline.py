@@ -3,41 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import free_port
+from tests.e2e.conftest import demo_copy, run
 
 pytestmark = pytest.mark.e2e
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory):
-    work = tmp_path_factory.mktemp("project")
-    # Exactly what a fresh clone holds: the tracked files, none of the local outputs.
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for rel in tracked.splitlines():
-        if rel == "dvc.lock" or not (ROOT / rel).is_file():
-            continue  # without the lock every stage runs, as on a machine that never ran the pipeline
-        (work / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, work / rel)
-    config = work / "configs/demo.yaml"
-    config.write_text(config.read_text().replace("port: 8321", f"port: {free_port()}"))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "CI": "1"}
-    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
-    _run(["dvc", "repro"], work, env)
+    work, env = demo_copy(tmp_path_factory.mktemp("project"), free_port())
+    run(["dvc", "repro"], work, env)
     yield work, env
     subprocess.run(["llmops", "serve", "stop", "-c", "configs/demo.yaml"], cwd=work, env=env, timeout=60)
 
@@ -66,23 +46,23 @@ def test_pipeline_ends_with_a_live_endpoint_serving_the_registered_version(proje
     assert endpoint["model_ref"] == registered["ref"]
     models = httpx.get(f"{endpoint['url']}/v1/models", timeout=10).json()
     assert models["data"][0]["id"] == "support-assistant"
-    ask = _run(["llmops", "serve", "ask", "-c", "configs/demo.yaml", "--json",
+    ask = run(["llmops", "serve", "ask", "-c", "configs/demo.yaml", "--json",
                 "My parcel still has not been delivered, the tracking page is stuck."], work, env, 120)
     answer = json.loads(ask.stdout)["content"]
     assert answer in {"billing", "shipping", "returns", "account", "technical", "cancellation"}, answer
-    monitor = _run(["llmops", "monitor", "-c", "configs/demo.yaml", "--json"], work, env, 60)
+    monitor = run(["llmops", "monitor", "-c", "configs/demo.yaml", "--json"], work, env, 60)
     assert json.loads(monitor.stdout)["overall"]["requests"] >= 1
 
 
 def test_second_repro_runs_nothing_and_params_rerun_only_their_stage(project):
     work, env = project
-    again = _run(["dvc", "repro"], work, env)
+    again = run(["dvc", "repro"], work, env)
     assert "Running stage" not in again.stdout, again.stdout
     config = work / "configs/demo.yaml"
     original = config.read_text()
     try:
         config.write_text(original.replace("batch_size: 64", "batch_size: 32"))
-        status = json.loads(_run(["dvc", "status", "--json"], work, env).stdout)
+        status = json.loads(run(["dvc", "status", "--json"], work, env).stdout)
         assert set(status) == {"eval"}, status
     finally:
         config.write_text(original)
