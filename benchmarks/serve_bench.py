@@ -269,12 +269,13 @@ def start_vllm_targets(args: argparse.Namespace, tmp: Path, procs: list[subproce
     vllm.update(python=info.python, device=info.device, port=vllm_port, tensor_parallel_size=1, quantization=None,
                 enable_prefix_caching=True, max_loras=2, max_lora_rank=None, cpu_kvcache_gib=2, max_restarts=0,
                 restart_backoff_s=2.0, extra_args=list(args.vllm_extra))
-    procs.append(start(make_spec(tmp, adapter, base, "vllm", gw_port, vllm=vllm, lora_rank=16,
+    served = adapter or base  # no adapter: the base model served as a full model
+    procs.append(start(make_spec(tmp, served, base, "vllm", gw_port, vllm=vllm, lora_rank=16 if adapter else None,
                                  vllm_log=str(tmp / "vllm.log")), tmp, "vllm-gateway"))
-    procs.append(start(make_spec(tmp, adapter, base, "transformers", hf_port, device="auto"), tmp, "hf-gateway"))
+    procs.append(start(make_spec(tmp, served, base, "transformers", hf_port, device="auto"), tmp, "hf-gateway"))
     for port in (gw_port, hf_port):
         wait_ready(f"http://127.0.0.1:{port}", procs, 900)
-    return {"vllm_direct": (f"http://127.0.0.1:{vllm_port}", "bench-1", {}),
+    return {"vllm_direct": (f"http://127.0.0.1:{vllm_port}", "bench-1" if adapter else "bench", {}),
             "vllm_gateway": (f"http://127.0.0.1:{gw_port}", "bench", auth),
             "transformers_gateway": (f"http://127.0.0.1:{hf_port}", "bench", auth)}
 
@@ -296,7 +297,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=["transformers", "vllm", "echo"], default="transformers",
                         help="echo: a backend that answers at once, to measure the gateway alone")
     parser.add_argument("--model", default=str(ROOT / "models/base"), help="model dir (base model in vllm mode)")
-    parser.add_argument("--adapter", default=str(ROOT / "artifacts/tune"), help="LoRA adapter (vllm mode, CPU)")
+    parser.add_argument("--adapter", default=str(ROOT / "artifacts/tune"),
+                        help="LoRA adapter (vllm mode, CPU); '' serves --model itself as a full model")
     parser.add_argument("--vllm-python", help="interpreter with vllm (default: .venv-vllm, else this one)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16], help="one or more levels, same run")
     parser.add_argument("--requests", type=int, default=200, help="requests per round and target")

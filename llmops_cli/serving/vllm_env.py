@@ -129,16 +129,22 @@ def engine_env(vllm: dict[str, Any], device: str) -> dict[str, str]:
     return env
 
 
-_CAUSE = re.compile(r"\b((?:[A-Z]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit)): (.+)")
+_CAUSE = re.compile(r"\b((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit)): (.+)")
 _NOISE = ("DeprecationWarning", "UserWarning", "FutureWarning", " WARNING ", " INFO ", " DEBUG ")
 
 
+# Lines that only point at an earlier error ("See root cause above"): a cause is preferred to them.
+_WRAPPERS = ("See root cause above", "EngineCore encountered", "Engine core initialization failed")
+
+
 def root_cause(log_text: str) -> str | None:
-    """The last `SomethingError: message` in vLLM's output, without logger prefixes: the line a
-    user needs (vLLM prints dozens of lines of shutdown noise after it)."""
-    found = None
+    """The last `SomethingError: message` in vLLM's output that is not a wrapper pointing at an earlier
+    one, without logger prefixes: the line a user needs (vLLM prints dozens of lines of shutdown
+    noise after it). Warnings that merely mention an error are skipped."""
+    causes, wrappers = [], []
     for line in log_text.splitlines():
         match = _CAUSE.search(line)
-        if match and not any(noise in line for noise in _NOISE) and "EngineCore encountered" not in line:
-            found = f"{match.group(1)}: {match.group(2).strip()}"
-    return found[:500] if found else None
+        if match and not any(noise in line for noise in _NOISE):
+            found = f"{match.group(1)}: {match.group(2).strip()}"[:500]
+            (wrappers if any(w in line for w in _WRAPPERS) else causes).append(found)
+    return (causes or wrappers or [None])[-1]
