@@ -79,15 +79,15 @@ class TransformersEngine:
         with self._lock, torch.inference_mode():
             out = self.model.generate(**enc, **self._generate_kwargs(max_tokens, sampling))
         ids = out[0, enc["input_ids"].shape[1]:].tolist()
-        finish = "length"
+        finish, generated = "length", len(ids)
         if self.tokenizer.eos_token_id in ids:
             ids = ids[: ids.index(self.tokenizer.eos_token_id)]
-            finish = "stop"
+            finish, generated = "stop", len(ids) + 1  # the EOS token was generated too: vLLM counts it
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         for marker in stop or []:
             if marker and marker in text:
                 text, finish = text[: text.index(marker)], "stop"
-        return Completion(text.strip(), enc["input_ids"].shape[1], len(ids), finish)
+        return Completion(text.strip(), enc["input_ids"].shape[1], generated, finish)
 
     async def stream(self, prompt: str, max_tokens: int, sampling: dict[str, Any] | None, state: dict[str, Any]
                      ) -> AsyncIterator[str]:
@@ -148,8 +148,9 @@ class TransformersEngine:
             cancelled.set()
             if not finished:  # the client went away: no finish_reason, so the log records why
                 state["finish_reason"] = None
-            # The EOS token is counted by generate but not returned as text, as in complete().
-            state["completion_tokens"] = counted["tokens"] - (1 if state.get("finish_reason") == "stop" else 0)
+            # Every generated token counts, the EOS included (not returned as text): as vLLM counts them,
+            # so usage and tokens/s compare across backends.
+            state["completion_tokens"] = counted["tokens"]
 
 
 def now() -> int:

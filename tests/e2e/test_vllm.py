@@ -116,6 +116,10 @@ def test_vllm_and_transformers_answer_alike_at_default_parameters(demo, servers)
     from_vllm = [answer(vllm_api, r["prompt"]) for r in rows]
     from_hf = [answer(hf_api, r["prompt"]) for r in rows]
     assert from_vllm == from_hf
+    usage = [api.chat.completions.create(model="support-assistant", messages=[{"role": "user", "content": m}]).usage
+             for api in (vllm_api, hf_api) for m in [rows[0]["prompt"]]]
+    # Both count every generated token, the EOS included.
+    assert (usage[0].prompt_tokens, usage[0].completion_tokens) == (usage[1].prompt_tokens, usage[1].completion_tokens)
     correct = sum(a == r["completion"] for a, r in zip(from_vllm, rows, strict=True))
     assert correct >= 0.9 * len(rows)  # the adapter is applied (the base model answers noise)
     status = httpx.get(f"{servers['vllm']['url']}/ready", timeout=10).json()
