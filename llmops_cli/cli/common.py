@@ -34,17 +34,28 @@ SetOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable result object on stdout.")]
 
 
-def load_project(config: Path | None, overrides: list[str] | None) -> ProjectConfig:
+def load_project(config: Path | None, overrides: list[str] | None, ctx: typer.Context | None = None) -> ProjectConfig:
+    """The project config. With `ctx`, options given to the command group before the subcommand
+    (`llmops serve -c other.yaml stop`) count too: the subcommand's own `-c` wins, `--set`s add up."""
     from llmops_cli.config.loader import load_config
 
+    group = _group_params(ctx)
+    config = config or group.get("config")
+    overrides = [*(group.get("set_") or []), *(overrides or [])]
     if config is None and Path(DEFAULT_CONFIG).is_file():
         config = Path(DEFAULT_CONFIG)
     return load_config(config, overrides)
 
 
+def _group_params(ctx: typer.Context | None) -> dict:
+    return dict(ctx.parent.params) if ctx is not None and ctx.parent is not None else {}
+
+
 @contextmanager
-def command(json_mode: bool = False) -> Iterator[Console]:
-    """Give a command its Console and turn LlmopsError into a clean message and its exit code."""
+def command(json_mode: bool = False, ctx: typer.Context | None = None) -> Iterator[Console]:
+    """Give a command its Console and turn LlmopsError into a clean message and its exit code.
+    With `ctx`, a `--json` given to the group before the subcommand counts too."""
+    json_mode = json_mode or bool(_group_params(ctx).get("json_"))
     console = Console(json_mode=json_mode)
     try:
         yield console

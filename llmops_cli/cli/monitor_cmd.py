@@ -20,16 +20,6 @@ _KEYS = ["requests", "error_rate", "latency_p50_ms", "latency_p95_ms", "latency_
          "tokens_in", "tokens_out", "flagged_rate", "mean_rating", "drift_length_psi"]
 
 
-def _project(ctx: typer.Context, config: Path | None, set_: list[str] | None) -> ProjectConfig:
-    # Options given before the subcommand (`llmops monitor -c x check`) land in the group callback.
-    parent = ctx.parent.params if ctx.parent is not None else {}
-    return load_project(config or parent.get("config"), [*(parent.get("set_") or []), *(set_ or [])])
-
-
-def _json(ctx: typer.Context, json_: bool) -> bool:
-    return json_ or bool(ctx.parent is not None and ctx.parent.params.get("json_"))
-
-
 def _summary(cfg: ProjectConfig, write: bool = True) -> MonitorResult:
     from llmops_cli.monitor.alerts import unknown_metrics
     from llmops_cli.monitor.summary import summarize
@@ -78,9 +68,8 @@ def check(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, jso
     response_tokens_p95, empty_rate, truncated_rate, refusal_rate, pii_rate, blocklist_rate, flagged_rate,
     feedback_count, mean_rating, low_rating_rate, drift_length_psi, drift_vocab_js, drift_bigram_js, drift_oov_rate.
     """
-    json_ = _json(ctx, json_)
-    with command(json_) as console:
-        cfg = _project(ctx, config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.errors import GateFailed
 
         result = _summary(cfg)
@@ -107,7 +96,7 @@ def watch(
 ) -> None:
     """A live terminal dashboard: health per model version, latency trend, firing alerts."""
     with command(False):
-        cfg = _project(ctx, config, set_)
+        cfg = load_project(config, set_, ctx)
         import sys
         import time
 
@@ -134,9 +123,8 @@ def report(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="HTML file (default: monitor.report).")] = None,
 ) -> None:
     """Write an HTML report (health tables, latency over time, drift, feedback plots) to open in a browser."""
-    json_ = _json(ctx, json_)
-    with command(json_) as console:
-        cfg = _project(ctx, config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.monitor.report import write_report
 
         result = _summary(cfg)
@@ -147,9 +135,8 @@ def report(
 @app.command()
 def export(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
     """Write low-rated and flagged interactions as a dataset for `llmops prep` (corrections become completions)."""
-    json_ = _json(ctx, json_)
-    with command(json_) as console:
-        cfg = _project(ctx, config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.monitor.export import export_dataset
 
         out = export_dataset(cfg.monitor, _summary(cfg, write=False))
@@ -169,9 +156,8 @@ def export_rules(
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Default: monitor.rules_dir.")] = None,
 ) -> None:
     """Generate Prometheus alerting rules and a Grafana dashboard JSON from the monitor config."""
-    json_ = _json(ctx, json_)
-    with command(json_) as console:
-        cfg = _project(ctx, config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.monitor.alerts import export_rules as write_rules
         from llmops_cli.monitor.alerts import unknown_metrics
 

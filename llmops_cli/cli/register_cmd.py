@@ -38,12 +38,13 @@ def register(
 
 @app.command("list")
 def list_versions(
+    ctx: typer.Context, 
     name: Annotated[str | None, typer.Argument(help="Only this model.")] = None,
     config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
 ) -> None:
     """List registered versions."""
-    with command(json_) as console:
-        cfg = load_project(config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.registry.store import open_registry
 
         registry = open_registry(cfg)
@@ -62,14 +63,15 @@ def list_versions(
 
 @app.command("show")
 def show(
+    ctx: typer.Context, 
     ref: Annotated[str, typer.Argument(help="NAME[@alias|:version], or latest.")] = "latest",
     config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
 ) -> None:
     """Show one version: lineage, metrics, files."""
     import json
 
-    with command(json_) as console:
-        cfg = load_project(config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.registry.store import open_registry
 
         registry = open_registry(cfg)
@@ -90,6 +92,7 @@ ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (recorded i
 
 @app.command("promote")
 def promote(
+    ctx: typer.Context, 
     ref: RefArg,
     to: Annotated[str, typer.Option("--to", help="Alias (stage) to point at the version, e.g. production.")],
     approve: Annotated[bool, typer.Option("--approve", help="Explicit approval (needed for protected aliases).")]
@@ -98,8 +101,8 @@ def promote(
     config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
 ) -> None:
     """Point an alias at a version; production needs --approve --by NAME --reason TEXT."""
-    with command(json_) as console:
-        cfg = load_project(config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.registry.operations import promote as do_promote
 
         change = do_promote(cfg, ref, to, approve=approve, by=by, reason=reason, reload=reload)
@@ -109,14 +112,15 @@ def promote(
 
 @app.command("rollback")
 def rollback(
+    ctx: typer.Context, 
     alias: Annotated[str, typer.Argument(help="The alias to roll back, e.g. production.")],
     name: Annotated[str | None, typer.Option("--name", help="Model name (default: project.name).")] = None,
     by: ByOpt = None, reason: ReasonOpt = None, reload: ReloadOpt = False,
     config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
 ) -> None:
     """Restore the version the alias pointed at before its current one."""
-    with command(json_) as console:
-        cfg = load_project(config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.registry.operations import rollback as do_rollback
 
         change = do_rollback(cfg, alias, name=name, by=by, reason=reason, reload=reload)
@@ -125,10 +129,12 @@ def rollback(
 
 
 @app.command("diff")
-def diff(a: RefArg, b: RefArg, config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
+def diff(
+    ctx: typer.Context,
+    a: RefArg, b: RefArg, config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
     """Metrics, config, data and file differences between two versions."""
-    with command(json_) as console:
-        cfg = load_project(config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.registry.operations import diff as do_diff
         from llmops_cli.registry.store import open_registry
 
@@ -146,11 +152,13 @@ def diff(a: RefArg, b: RefArg, config: ConfigOpt = None, set_: SetOpt = None, js
 
 
 @app.command("verify")
-def verify(ref: RefArg = "latest", all_: Annotated[bool, typer.Option("--all", help="Every version.")] = False,
+def verify(
+    ctx: typer.Context,
+    ref: RefArg = "latest", all_: Annotated[bool, typer.Option("--all", help="Every version.")] = False,
            config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
     """Re-hash every file of a version (or all); exit 1 on tampering or corruption."""
-    with command(json_) as console:
-        cfg = load_project(config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.errors import RegistryError
         from llmops_cli.registry.store import open_registry
 
@@ -165,6 +173,7 @@ def verify(ref: RefArg = "latest", all_: Annotated[bool, typer.Option("--all", h
 
 @app.command("export")
 def export(
+    ctx: typer.Context, 
     ref: RefArg,
     dest: Annotated[str, typer.Argument(help="An empty or new directory.")],
     merge: Annotated[bool, typer.Option("--merge", help="Merge a LoRA adapter into its base weights.")] = False,
@@ -172,8 +181,8 @@ def export(
     config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
 ) -> None:
     """Write a version as a plain Hugging Face directory (optionally merged, optionally pushed)."""
-    with command(json_) as console:
-        cfg = load_project(config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.registry.operations import export as do_export
         from llmops_cli.registry.store import open_registry
 
@@ -184,11 +193,13 @@ def export(
 
 
 @app.command("gc")
-def gc(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be deleted.")] = False,
+def gc(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be deleted.")] = False,
        config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
     """Delete blobs that no version references."""
-    with command(json_) as console:
-        cfg = load_project(config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.registry.store import open_registry
 
         result = open_registry(cfg).gc(dry_run=dry_run)

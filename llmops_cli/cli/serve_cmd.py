@@ -53,10 +53,11 @@ def serve(
 
 
 @app.command("status")
-def status(config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
+def status(
+    ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
     """Is the detached server running and ready? Exits 1 when it is not."""
-    with command(json_) as console:
-        cfg = load_project(config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.serving.lifecycle import server_status
 
         info = server_status(cfg.serve.endpoint_file)
@@ -73,10 +74,11 @@ def status(config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False
 
 
 @app.command("stop")
-def stop(config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
+def stop(
+    ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) -> None:
     """Stop the detached server gracefully (SIGTERM, then SIGKILL after a grace period)."""
-    with command(json_) as console:
-        cfg = load_project(config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.serving.lifecycle import stop_server
 
         stopped = stop_server(cfg.serve.endpoint_file)
@@ -85,13 +87,14 @@ def stop(config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False) 
 
 @app.command("reload")
 def reload(
+    ctx: typer.Context, 
     source: Annotated[str | None, typer.Argument(help="Registry reference to serve (default: serve.source).")]
     = None,
     config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
 ) -> None:
     """Switch the running server to another version without failing requests in flight."""
-    with command(json_) as console:
-        cfg = load_project(config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.serving.lifecycle import reload_server
 
         endpoint = reload_server(cfg, source)
@@ -104,13 +107,14 @@ def reload(
 
 @app.command("ask")
 def ask(
+    ctx: typer.Context, 
     message: Annotated[str, typer.Argument(help="The user message to send.")],
     config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
     max_tokens: Annotated[int, typer.Option(help="Completion budget.")] = 16,
 ) -> None:
     """Send one chat request to the running server and print the answer (a smoke test)."""
-    with command(json_) as console:
-        cfg = load_project(config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.serving.app import load_api_keys
         from llmops_cli.serving.client import chat_once
 

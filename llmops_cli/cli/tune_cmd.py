@@ -59,12 +59,13 @@ def tune(
 
 @app.command("merge")
 def merge(
+    ctx: typer.Context, 
     output: Annotated[str | None, typer.Option("--output", "-o", help="Default: <tune.output_dir>/merged.")] = None,
     config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
 ) -> None:
     """Merge the trained adapter into the base weights (a QLoRA base is dequantised correctly)."""
-    with command(json_) as console:
-        cfg = load_project(config, set_)
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
         from llmops_cli.tune.train import merge_adapter
 
         result = merge_adapter(cfg, output)
