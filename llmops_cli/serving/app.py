@@ -30,6 +30,9 @@ from llmops_cli.serving.backends import ApiError, Backend, ModelSpec, Reply
 from llmops_cli.serving.sampling import sampling_defaults
 
 MAX_LOGGED_CHARS = 4000  # a logged prompt or response is cut here: the log is for monitoring, not archiving
+# Metric labels name these routes; any other path is counted as "other", so that requests for made-up
+# paths cannot grow /metrics (and the server's memory) without bound.
+ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/feedback", "/admin/reload"})
 
 
 class ChatMessage(BaseModel):
@@ -220,11 +223,12 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
                prompt: str | None = None) -> None:
         latency = time.perf_counter() - started
         path = request.scope["path"]  # cheaper than building request.url
+        label = path if path in ROUTES else "other"
         ref = meta.get("model") or current["ref"]
-        metrics.requests.labels(path, str(status), ref).inc()
-        metrics.latency.labels(path, ref).observe(latency)
+        metrics.requests.labels(label, str(status), ref).inc()
+        metrics.latency.labels(label, ref).observe(latency)
         if ttft_ms is not None:
-            metrics.ttft.labels(path, ref).observe(ttft_ms / 1000)
+            metrics.ttft.labels(label, ref).observe(ttft_ms / 1000)
         if meta.get("prompt_tokens"):
             metrics.tokens.labels("in", ref).inc(meta["prompt_tokens"])
         if meta.get("completion_tokens"):
@@ -235,7 +239,7 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
             return  # sampled out: successful requests only; errors are always logged
         entry = {
             "ts": time.time(), "request_id": rid, "response_id": meta.get("response_id") if status < 400 else None,
-            "method": request.method, "path": path, "status": status, "latency_ms": round(latency * 1000, 2),
+            "method": request.method, "path": path[:200], "status": status, "latency_ms": round(latency * 1000, 2),
             "ttft_ms": ttft_ms, "model": ref, "backend": backend.name,
             "prompt_tokens": meta.get("prompt_tokens"), "completion_tokens": meta.get("completion_tokens"),
             "finish_reason": meta.get("finish_reason"), "error": error,
@@ -278,9 +282,21 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
         if len(raw) > max_body:
             raise ApiError(413, f"request body is larger than {max_body} bytes", code="request_too_large")
         try:
-            return json.loads(raw)
+            data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        except RecursionError:
+            raise ApiError(400, "request body is nested too deeply", code="invalid_json") from None
+        try:
+            # A lone UTF-16 surrogate ("\ud800") is valid JSON but no text: the tokenizer and the log
+            # writer would fail on it later, with a 500.
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "request body contains invalid Unicode (a lone surrogate)",
+                           code="invalid_unicode") from None
+        except RecursionError:
+            raise ApiError(400, "request body is nested too deeply", code="invalid_json") from None
+        return data
 
     def parse(model: type[BaseModel], data: Any) -> Any:
         try:
@@ -428,9 +444,12 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     async def unknown(request: Request, rest: str) -> Response:
         started, rid = time.perf_counter(), f"req-{uuid.uuid4().hex[:16]}"
-        exc = ApiError(404, f"unknown endpoint {request.method} /v1/{rest}", code="unknown_url")
-        record(request, rid, 404, started, {}, exc.message, exc.code)
-        return _error(exc)
+        try:
+            authorize(request)  # with keys configured, strangers learn nothing about the routes either
+            raise ApiError(404, f"unknown endpoint {request.method} /v1/{rest[:200]}", code="unknown_url")
+        except ApiError as exc:
+            record(request, rid, exc.status, started, {}, exc.message, exc.code)
+            return _error(exc)
 
     return app
 

@@ -61,3 +61,37 @@ def test_sampling_drops_successes_but_keeps_errors(tmp_path):
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["status"] for r in records] == [404]
     assert 'llmops_requests_total{model="m",path="/v1/chat/completions",status="200"} 5.0' in metrics
+
+
+def test_unknown_paths_leave_metrics_flat_and_need_a_key(tmp_path):
+    log = tmp_path / "requests.jsonl"
+    spec = {"model_dir": str(tmp_path), "model_name": "m", "request_log": str(log), "api_keys": ["k"]}
+    with TestClient(create_app(spec, backend=_Echo(spec))) as client:
+        auth = {"Authorization": "Bearer k"}
+        assert client.get("/v1/made-up-0", headers=auth).status_code == 404
+        # Without a key, an unknown path is a 401 like any other /v1 path: nothing about routes leaks.
+        stranger = client.post("/v1/whatever-0", json={})
+        assert stranger.status_code == 401 and stranger.json()["error"]["code"] == "invalid_api_key"
+        before = len(client.get("/metrics").text)
+        for i in range(1, 1000):
+            assert client.get(f"/v1/made-up-{i}", headers=auth).status_code == 404
+            assert client.post(f"/v1/whatever-{i}", json={}).status_code == 401
+        metrics = client.get("/metrics").text
+    assert len(metrics) - before < 100, "one label per path would grow /metrics by ~100 bytes a path"
+    assert 'llmops_requests_total{model="m",path="other",status="404"} 1000.0' in metrics
+    assert 'llmops_requests_total{model="m",path="other",status="401"} 1000.0' in metrics
+
+
+def test_invalid_unicode_and_absurd_nesting_are_400_and_logged(tmp_path):
+    log = tmp_path / "requests.jsonl"
+    spec = {"model_dir": str(tmp_path), "model_name": "m", "request_log": str(log)}
+    with TestClient(create_app(spec, backend=_Echo(spec))) as client:
+        surrogate = b'{"model": "m", "messages": [{"role": "user", "content": "hi \\ud800"}]}'
+        response = client.post("/v1/chat/completions", content=surrogate,
+                               headers={"content-type": "application/json"})
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_unicode"
+        deep = b'{"model": "m", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+        response = client.post("/v1/chat/completions", content=deep, headers={"content-type": "application/json"})
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["status"] for r in records] == [400, 400]
