@@ -188,6 +188,13 @@ class TransformersBackend(Backend):
             raise ApiError(400, f"prompt has {prompt_tokens} tokens; the limit is {limit}",
                            code="context_length_exceeded")
         max_tokens = max_tokens or self.spec["max_new_tokens"]
+        context = engine.context_length
+        if context is not None and prompt_tokens + max_tokens > context:
+            # OpenAI's wording and code; generating past the model's positions gives garbage, not text.
+            raise ApiError(400, f"This model's maximum context length is {context} tokens. However, you requested "
+                                f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} "
+                                "in the completion). Please reduce the length of the messages or completion.",
+                           code="context_length_exceeded")
         sampling = {"temperature": float(body.get("temperature") or 0.0), "top_p": float(body.get("top_p", 1.0)),
                     "top_k": int(body.get("top_k") or 0)}
         stop = body.get("stop")

@@ -51,6 +51,16 @@ class TransformersEngine:
             self.load_error = f"{type(exc).__name__}: {exc}"
             raise
 
+    @property
+    def context_length(self) -> int | None:
+        """Positions the model has (prompt + completion must fit); None where the config does not say."""
+        config = getattr(self.model, "config", None)
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 

@@ -156,3 +156,13 @@ def test_completion_stream_and_stop(client_and_log):
                        json={"model": "tiny", "prompt": "hello", "max_tokens": 3, "stream": True}) as response:
         events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]" and json.loads(events[0])["object"] == "text_completion"
+
+
+def test_prompt_plus_max_tokens_must_fit_the_models_context(client_and_log):
+    client, _ = client_and_log  # the tiny model has 256 positions
+    response = client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4215}, headers=AUTH)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded" and "maximum context length is 256 tokens" in error["message"]
+    assert client.post("/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 256},
+                       headers=AUTH).status_code == 400
