@@ -44,7 +44,8 @@ case "$mode" in
     echo "vLLM gateway ready after $(( $(date +%s) - start ))s" | tee "$OUT/serve_start.txt"
     llmops serve ask "I was charged twice for my laptop" -c $cfg --json | tee "$OUT/ask.json"
     url=$(python3 -c "import json; print(json.load(open('serve/endpoint.json'))['url'])")
-    kill -9 "$(cat serve/vllm.pgid)"; killed=$(date +%s)
+    gw=$(python3 -c "import json; print(json.load(open('serve/endpoint.json'))['pid'])")
+    kill -9 "$(cat "serve/vllm-$gw.pgid")"; killed=$(date +%s)
     until curl -sf -o /dev/null "$url/ready"; do sleep 2; [ $(( $(date +%s) - killed )) -lt 420 ] || break; done
     echo "engine back after $(( $(date +%s) - killed ))s" | tee "$OUT/restart.txt"
     llmops serve ask "I was charged twice for my laptop" -c $cfg --json | tee "$OUT/ask_after_restart.json"

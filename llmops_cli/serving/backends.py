@@ -260,9 +260,10 @@ class TransformersBackend(Backend):
 
 
 # -- vLLM ------------------------------------------------------------------------------------------
-def vllm_pgid_file(log_path: str | Path) -> Path:
-    """Where the gateway records the process group of its vLLM child (next to vllm.log)."""
-    return Path(log_path).with_name("vllm.pgid")
+def vllm_pgid_file(log_path: str | Path, gateway_pid: int) -> Path:
+    """Where a gateway records the process group of its vLLM child (next to vllm.log; one file per
+    gateway, since a new server starts before the old one stops)."""
+    return Path(log_path).with_name(f"vllm-{gateway_pid}.pgid")
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -315,7 +316,7 @@ class VllmBackend(Backend):
 
     The child runs in a process group of its own, with its engine core: the gateway signals that
     group on shutdown and before a restart, and `serve stop` signals it too (its id is in
-    serve/vllm.pgid), so no engine outlives the server. (PR_SET_PDEATHSIG is not used: it fires
+    serve/vllm-<gateway pid>.pgid), so no engine outlives the server. (PR_SET_PDEATHSIG is not used: it fires
     when the *thread* that started the child exits, not the process.)
 
     Once the first start has succeeded, a supervisor thread watches the child: when it exits (vLLM's
@@ -386,7 +387,7 @@ class VllmBackend(Backend):
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=engine_env(self.spec["vllm"], self.device),
                                          start_new_session=True)
-        atomic_write_text(vllm_pgid_file(self.log_path), f"{self.proc.pid}\n")
+        atomic_write_text(vllm_pgid_file(self.log_path, os.getpid()), f"{self.proc.pid}\n")
 
     def start(self) -> None:
         started = time.monotonic()
@@ -557,7 +558,7 @@ class VllmBackend(Backend):
         proc, self.proc = self.proc, None
         if proc is not None:
             self._terminate(proc)
-            vllm_pgid_file(self.log_path).unlink(missing_ok=True)
+            vllm_pgid_file(self.log_path, os.getpid()).unlink(missing_ok=True)
 
     async def aclose(self) -> None:
         if self._client is not None:

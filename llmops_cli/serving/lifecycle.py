@@ -180,21 +180,27 @@ def spec_path_for(endpoint_file: str) -> Path:
     return Path(endpoint_file).with_name("spec.json")
 
 
-def write_spec(spec: dict[str, Any], endpoint_file: str) -> str:
+def write_spec(spec: dict[str, Any], endpoint_file: str, suffix: str = "") -> str:
     """The server's spec file, readable by its owner only (it holds the admin token)."""
-    path = spec_path_for(endpoint_file)
+    path = spec_path_for(endpoint_file).with_name(f"spec{suffix}.json")
     atomic_write_json(path, spec)
     os.chmod(path, 0o600)
     return str(path)
 
 
 def start_detached(spec: dict[str, Any], endpoint_file: str, timeout_s: float) -> dict[str, Any]:
-    """Start the server in its own session, wait until /ready, write the endpoint file."""
-    stop_server(endpoint_file)  # a previous server of this project is replaced, not orphaned
-    check_port_free(spec["host"], spec["port"])
-    if spec["backend"] == "vllm":
-        check_port_free("127.0.0.1", int(spec["vllm"].get("port") or spec["port"] + 1), "serve.vllm.port")
-    spec_path = write_spec(spec, endpoint_file)
+    """Start the server in its own session, wait until /ready, write the endpoint file.
+
+    Replace, then switch: a server of this project that is already running keeps serving until the new
+    one is ready (on a free port if it holds serve.port), and is stopped only then. If the new one fails,
+    the old one is left serving and the error says so.
+    """
+    old = read_endpoint(endpoint_file)
+    old_alive = old is not None and _alive(int(old["pid"]))
+    if not old_alive:
+        stop_server(endpoint_file)  # a stale file, and any engine a killed gateway left behind
+    spec = _ports_for_new_server(spec, old if old_alive else None)
+    spec_path = write_spec(spec, endpoint_file, suffix=f".{spec['port']}.next" if old_alive else "")
     log_path = Path(endpoint_file).with_name("server.log")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(server_command(spec_path), stdout=log, stderr=subprocess.STDOUT,
@@ -202,15 +208,57 @@ def start_detached(spec: dict[str, Any], endpoint_file: str, timeout_s: float) -
     url = url_of(spec)
     try:
         wait_ready(url, proc, timeout_s, log_path)
-    except BaseException:
+    except BaseException as exc:
         _kill_group(proc.pid)
+        _stop_vllm_group(endpoint_file, proc.pid)
+        if old_alive:
+            Path(spec_path).unlink(missing_ok=True)
+        if old_alive and isinstance(exc, BackendUnavailable):
+            raise BackendUnavailable(f"{exc.message} — {old['model_ref']} is still being served at {old['url']} "
+                                     f"(pid {old['pid']})", hint=exc.hint) from None
         raise
+    if old_alive:
+        os.replace(spec_path, spec_path_for(endpoint_file))  # reload/stop now find the new server's token
     endpoint = {"url": url, "pid": proc.pid, "model": spec["model_name"], "model_ref": spec["model_ref"],
                 "backend": spec["backend"], "log": str(log_path), "request_log": spec["request_log"],
                 "feedback_log": spec["feedback_log"], "metrics": f"{url}/metrics",
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     atomic_write_json(endpoint_file, endpoint)
+    if old_alive:
+        endpoint["replaced"] = {"pid": old["pid"], "url": old["url"], "model_ref": old.get("model_ref")}
+        _stop_endpoint(old, endpoint_file)
     return endpoint
+
+
+def _ports_for_new_server(spec: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    """serve.port (and the vLLM port) when free; while the old server holds them, free ones instead.
+    Without an old server, a port in use is an error, as before."""
+    spec = {**spec, "vllm": dict(spec.get("vllm") or {})}
+    vllm_port = int(spec["vllm"].get("port") or spec["port"] + 1)
+    if old is None:
+        check_port_free(spec["host"], spec["port"])
+        if spec["backend"] == "vllm":
+            check_port_free("127.0.0.1", vllm_port, "serve.vllm.port")
+        return spec
+    if not _port_free(spec["host"], spec["port"]):
+        spec["port"] = _free_port(spec["host"])
+    if spec["backend"] == "vllm" and not _port_free("127.0.0.1", vllm_port):
+        spec["vllm"]["port"] = _free_port("127.0.0.1")
+    return spec
+
+
+def _port_free(host: str, port: int) -> bool:
+    try:
+        check_port_free(host, port)
+    except BackendUnavailable:
+        return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def announce_foreground(spec: dict[str, Any], endpoint_file: str) -> dict[str, Any]:
@@ -340,23 +388,28 @@ def stop_server(endpoint_file: str, grace_s: float = 15) -> bool:
     endpoint = read_endpoint(endpoint_file)
     if endpoint is None:
         return False
+    was_running = _stop_endpoint(endpoint, endpoint_file, grace_s)
+    Path(endpoint_file).unlink(missing_ok=True)
+    return was_running
+
+
+def _stop_endpoint(endpoint: dict[str, Any], endpoint_file: str, grace_s: float = 15) -> bool:
     pid = int(endpoint["pid"])
     was_running = _alive(pid)
     if was_running and endpoint.get("foreground"):
         _kill_one(pid, grace_s)  # not a session leader: signal the process, never a process group
     elif was_running:
         _kill_group(pid, grace_s)
-    _stop_vllm_group(endpoint_file)
-    Path(endpoint_file).unlink(missing_ok=True)
+    _stop_vllm_group(endpoint_file, pid)
     return was_running
 
 
-def _stop_vllm_group(endpoint_file: str) -> None:
+def _stop_vllm_group(endpoint_file: str, gateway_pid: int) -> None:
     """The gateway stops its vLLM child on shutdown; this catches one left behind by a gateway that
-    was killed before it could (its process group id is in vllm.pgid next to the endpoint file)."""
+    was killed before it could (its process group id is in vllm-<pid>.pgid next to the endpoint file)."""
     from llmops_cli.serving.backends import vllm_pgid_file
 
-    path = vllm_pgid_file(Path(endpoint_file).with_name("vllm.log"))
+    path = vllm_pgid_file(Path(endpoint_file).with_name("vllm.log"), gateway_pid)
     try:
         pgid = int(path.read_text(encoding="utf-8").strip())
     except (OSError, ValueError):

@@ -208,7 +208,7 @@ def test_reload_v1_v2_v1_under_traffic_and_rank_limit(demo, servers):
 def test_a_killed_engine_is_restarted_by_the_supervisor(demo, servers):
     work, _ = demo
     url = servers["vllm"]["url"]
-    pgid = int((work / "serve/vllm.pgid").read_text())
+    pgid = int((work / f"serve/vllm-{servers['vllm']['pid']}.pgid").read_text())
     os.kill(pgid, signal.SIGKILL)  # the vLLM server process; its engine core is left orphaned
     chat = {"model": "support-assistant", "messages": [{"role": "user", "content": "I was charged twice"}]}
     saw_503 = None
@@ -224,7 +224,7 @@ def test_a_killed_engine_is_restarted_by_the_supervisor(demo, servers):
     assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "billing"
     status = json.loads(llmops(demo, "serve", "status", "-c", CONFIG, "--json").stdout)
     assert status["restarts"] == 1 and status["last_restart"]["ok"] and "code -9" in status["last_restart"]["reason"]
-    new_pgid = int((work / "serve/vllm.pgid").read_text())
+    new_pgid = int((work / f"serve/vllm-{servers['vllm']['pid']}.pgid").read_text())
     assert new_pgid != pgid and _members(pgid) == []  # the dead server's engine core was swept
     assert 'llmops_backend_restarts_total{backend="vllm",outcome="ok"} 1.0' in httpx.get(f"{url}/metrics").text
 
@@ -243,7 +243,8 @@ def _members(pgid: int) -> list[int]:
 
 def test_stop_leaves_no_process(demo, servers):
     work, _ = demo
-    gateway, pgid = servers["vllm"]["pid"], int((work / "serve/vllm.pgid").read_text())
+    gateway = servers["vllm"]["pid"]
+    pgid = int((work / f"serve/vllm-{gateway}.pgid").read_text())
     assert _members(pgid)
     llmops(demo, "serve", "stop", "-c", CONFIG)
     deadline = time.monotonic() + 30

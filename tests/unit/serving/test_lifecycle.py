@@ -131,6 +131,39 @@ def test_port_in_use_is_a_clear_error(running):
             lifecycle.check_port_free("127.0.0.1", port)
 
 
+def test_a_failed_deploy_leaves_the_old_server_serving(running, tmp_path):
+    cfg, endpoint, _ = running
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    spec = lifecycle.build_spec(cfg, lifecycle.Served(str(broken), "test-model:9", "test-model"), TRANSFORMERS)
+    with pytest.raises(BackendUnavailable, match="is still being served at") as info:
+        lifecycle.start_detached(spec, cfg.serve.endpoint_file, 120)
+    assert endpoint["url"] in info.value.message
+    assert lifecycle.read_endpoint(cfg.serve.endpoint_file)["pid"] == endpoint["pid"]
+    assert httpx.post(f"{endpoint['url']}/v1/chat/completions", json=_chat(), timeout=30).status_code == 200
+    assert lifecycle.server_status(cfg.serve.endpoint_file)["ready"]
+    assert not list(lifecycle.spec_path_for(cfg.serve.endpoint_file).parent.glob("spec.*.next.json"))
+
+
+def test_a_new_deploy_replaces_the_old_server_once_ready(running):
+    cfg, endpoint, _ = running
+    spec = lifecycle.build_spec(cfg, lifecycle.resolve_source(cfg), TRANSFORMERS)
+    new = lifecycle.start_detached(spec, cfg.serve.endpoint_file, 120)
+    try:
+        assert new["pid"] != endpoint["pid"] and new["url"] != endpoint["url"]  # serve.port was held
+        assert new["replaced"]["pid"] == endpoint["pid"]
+        assert not lifecycle._alive(endpoint["pid"])
+        assert httpx.post(f"{new['url']}/v1/chat/completions", json=_chat(), timeout=30).status_code == 200
+        assert lifecycle.read_endpoint(cfg.serve.endpoint_file)["pid"] == new["pid"]
+        # the spec file now holds the new server's admin token: `serve reload` is authorised there
+        token = json.loads(lifecycle.spec_path_for(cfg.serve.endpoint_file).read_text())["admin_token"]
+        answer = httpx.post(f"{new['url']}/admin/reload", json={}, headers={"X-Llmops-Admin-Token": token})
+        assert answer.status_code == 400  # past the token check: the empty body is what is refused
+    finally:
+        endpoint.update(new)  # the module's teardown and the last test act on the live server
+
+
 def test_stop_leaves_no_process(running):
     """Last in this module: it stops the shared server."""
     cfg, endpoint, _ = running
