@@ -203,7 +203,7 @@ class TransformersBackend(Backend):
         response_id = f"{prefix}-{request_id}"
         served = self.spec["model_name"]
         if body.get("stream"):
-            return self._stream(engine, kind, prompt, max_tokens, sampling, response_id, served)
+            return self._stream(engine, kind, prompt, max_tokens, sampling, stops, response_id, served)
         result = await run_in_threadpool(engine.complete, prompt, max_tokens, sampling, stops)
         usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
                  "total_tokens": result.prompt_tokens + result.completion_tokens}
@@ -221,7 +221,7 @@ class TransformersBackend(Backend):
                            "choices": [choice], "usage": usage}, meta=meta)
 
     def _stream(self, engine: Any, kind: str, prompt: str, max_tokens: int, sampling: dict[str, Any],
-                response_id: str, served: str) -> Reply:
+                stops: list[str], response_id: str, served: str) -> Reply:
         meta: dict[str, Any] = {"response_id": response_id}
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
         created = int(time.time())
@@ -238,18 +238,26 @@ class TransformersBackend(Backend):
         async def chunks() -> AsyncIterator[bytes]:
             state: dict[str, Any] = {}
             pieces: list[str] = []
+            scanner = StopScanner(stops)
             stream = engine.stream(prompt, max_tokens, sampling, state)
             try:
                 async for piece in stream:
-                    # The role rides on the first piece, so the first byte marks the first token (ttft).
-                    delta = {"content": piece} if pieces else {"role": "assistant", "content": piece}
-                    pieces.append(piece)
-                    yield event(delta, piece, None)
+                    for text in scanner.feed(piece):
+                        # The role rides on the first piece, so the first byte marks the first token (ttft).
+                        delta = {"content": text} if pieces else {"role": "assistant", "content": text}
+                        pieces.append(text)
+                        yield event(delta, text, None)
+                    if scanner.stopped:
+                        break  # closing the stream below stops generation
+                for text in scanner.flush():
+                    pieces.append(text)
+                    yield event({"content": text} if len(pieces) > 1 else {"role": "assistant", "content": text},
+                                text, None)
             finally:
                 await stream.aclose()  # stops generation now, not whenever the generator is collected
                 meta.update(prompt_tokens=state.get("prompt_tokens"), completion_tokens=state.get("completion_tokens"),
-                            finish_reason=state.get("finish_reason"), text="".join(pieces).strip(),
-                            error=state.get("error"))
+                            finish_reason="stop" if scanner.stopped else state.get("finish_reason"),
+                            text="".join(pieces).strip(), error=state.get("error"))
             yield event({} if pieces else {"role": "assistant", "content": ""}, "", meta["finish_reason"])
             usage = {"prompt_tokens": meta["prompt_tokens"], "completion_tokens": meta["completion_tokens"],
                      "total_tokens": (meta["prompt_tokens"] or 0) + (meta["completion_tokens"] or 0)}
@@ -257,6 +265,31 @@ class TransformersBackend(Backend):
             yield b"data: [DONE]\n\n"
 
         return Reply(200, chunks=chunks(), meta=meta)
+
+
+class StopScanner:
+    """Cuts a stream of text pieces at the first stop sequence, as non-streaming answers are cut.
+    A tail that could be the start of a stop sequence is held back until the next piece decides."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.buffer = ""
+        self.stopped = False
+
+    def feed(self, piece: str) -> list[str]:
+        self.buffer += piece
+        hits = [self.buffer.find(s) for s in self.stops if s in self.buffer]
+        if hits:
+            out, self.buffer, self.stopped = self.buffer[: min(hits)], "", True
+            return [out] if out else []
+        cut = max(0, len(self.buffer) - self.hold)
+        out, self.buffer = self.buffer[:cut], self.buffer[cut:]
+        return [out] if out else []
+
+    def flush(self) -> list[str]:
+        out, self.buffer = self.buffer, ""
+        return [out] if out and not self.stopped else []
 
 
 # -- vLLM ------------------------------------------------------------------------------------------

@@ -166,3 +166,29 @@ def test_prompt_plus_max_tokens_must_fit_the_models_context(client_and_log):
     assert error["code"] == "context_length_exceeded" and "maximum context length is 256 tokens" in error["message"]
     assert client.post("/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 256},
                        headers=AUTH).status_code == 400
+
+
+def test_streaming_honours_stop_as_non_streaming_does(client_and_log):
+    client, log = client_and_log
+    body = {"model": "tiny", "prompt": "where is my package", "max_tokens": 12, "temperature": 0}
+    full = client.post("/v1/completions", json=body, headers=AUTH).json()["choices"][0]["text"]
+    assert len(full) > 6
+    stop = full[4:6]
+    cut = client.post("/v1/completions", json={**body, "stop": [stop]}, headers=AUTH).json()["choices"][0]
+    with client.stream("POST", "/v1/completions", headers=AUTH, json={**body, "stop": stop, "stream": True}) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    streamed = "".join(c["text"] for e in events for c in e["choices"])
+    assert streamed.strip() == cut["text"] and stop not in streamed
+    assert [c["finish_reason"] for e in events for c in e["choices"]][-1] == "stop" == cut["finish_reason"]
+    assert _records(log)[-1]["error"] is None  # a stop is a finish, not a disconnect
+
+
+def test_stop_scanner_cuts_across_piece_boundaries():
+    from llmops_cli.serving.backends import StopScanner
+
+    scanner = StopScanner(["END"])
+    out = [*scanner.feed("hello E"), *scanner.feed("N"), *scanner.feed("D and more")]
+    assert "".join(out) == "hello " and scanner.stopped and scanner.flush() == []
+    plain = StopScanner(["END"])
+    assert "".join([*plain.feed("a E"), *plain.feed("x"), *plain.flush()]) == "a Ex" and not plain.stopped
+    assert StopScanner([]).feed("abc") == ["abc"]
