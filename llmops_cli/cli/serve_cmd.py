@@ -37,19 +37,24 @@ def serve(
             console.result(endpoint, f"serving {endpoint['model_ref']} at {endpoint['url']} "
                                      f"(pid {endpoint['pid']}; stop with `llmops serve stop`)")
             return
-        import uvicorn
+        import signal
 
-        from llmops_cli.serving.app import create_app, load_api_keys
+        from llmops_cli.serving.app import run_server
 
         lifecycle.check_port_free(spec["host"], spec["port"])
-        keys = load_api_keys(spec["api_keys_env"], spec["api_keys_file"])
         lifecycle.announce_foreground(spec, cfg.serve.endpoint_file)  # so that status/reload/stop find it
         console.info(f"serving {served.model_ref} at {url} (Ctrl-C to stop)")
+        # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default handler that
+        # would end this process before the endpoint file is removed.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
-            uvicorn.run(create_app({**spec, "api_keys": keys}), host=spec["host"], port=spec["port"],
-                        log_level="warning")
+            run_server(spec)
         finally:
             lifecycle.forget_endpoint(cfg.serve.endpoint_file, os.getpid())
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @app.command("status")

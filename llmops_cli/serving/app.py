@@ -33,6 +33,7 @@ MAX_LOGGED_CHARS = 4000  # a logged prompt or response is cut here: the log is f
 # Metric labels name these routes; any other path is counted as "other", so that requests for made-up
 # paths cannot grow /metrics (and the server's memory) without bound.
 ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/feedback", "/admin/reload"})
+# (GET /v1/models/{id} is counted as "other" too: its ids come from clients.)
 
 
 class ChatMessage(BaseModel):
@@ -378,6 +379,10 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
 
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    def model_card() -> dict[str, Any]:
+        return {"id": served, "object": "model", "created": spec.get("created", int(time.time())),
+                "owned_by": "llmops", "root": current["ref"]}
+
     @app.get("/v1/models")
     def models(request: Request) -> JSONResponse:
         started, rid = time.perf_counter(), f"req-{uuid.uuid4().hex[:16]}"
@@ -387,10 +392,20 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
             record(request, rid, exc.status, started, {}, exc.message, exc.code)
             return _error(exc)
         record(request, rid, 200, started, {}, None)
-        return JSONResponse({"object": "list", "data": [
-            {"id": served, "object": "model", "created": spec.get("created", int(time.time())),
-             "owned_by": "llmops", "root": current["ref"]}
-        ]})
+        return JSONResponse({"object": "list", "data": [model_card()]})
+
+    @app.get("/v1/models/{model_id:path}")
+    def model(request: Request, model_id: str) -> JSONResponse:
+        started, rid = time.perf_counter(), f"req-{uuid.uuid4().hex[:16]}"
+        try:
+            authorize(request)
+            if model_id not in current["aliases"]:
+                raise ApiError(404, f"model {model_id[:200]!r} does not exist", code="model_not_found")
+        except ApiError as exc:
+            record(request, rid, exc.status, started, {}, exc.message, exc.code)
+            return _error(exc)
+        record(request, rid, 200, started, {}, None)
+        return JSONResponse({**model_card(), "id": model_id})
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
@@ -477,16 +492,20 @@ def _error(exc: ApiError) -> JSONResponse:
                         status_code=exc.status, headers=exc.headers or None)
 
 
+def run_server(spec: dict[str, Any]) -> None:
+    """Serve `spec` in this process until SIGINT/SIGTERM: the one start path of `llmops serve`, in the
+    foreground and in the detached process alike (same keys, same uvicorn options)."""
+    import uvicorn
+
+    spec = {**spec, "api_keys": load_api_keys(spec.get("api_keys_env"), spec.get("api_keys_file"))}
+    uvicorn.run(create_app(spec), host=spec["host"], port=spec["port"], log_level="warning", access_log=False,
+                timeout_graceful_shutdown=int(spec.get("graceful_shutdown_s", 10)))
+
+
 def main() -> None:
     import sys
 
-    import uvicorn
-
-    spec = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
-    spec["api_keys"] = load_api_keys(spec.get("api_keys_env"), spec.get("api_keys_file"))
-    app = create_app(spec)
-    uvicorn.run(app, host=spec["host"], port=spec["port"], log_level="warning", access_log=False,
-                timeout_graceful_shutdown=int(spec.get("graceful_shutdown_s", 10)))
+    run_server(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")))
 
 
 if __name__ == "__main__":

@@ -62,6 +62,9 @@ class ServeSection(Section):
         "auto", description="auto picks vllm when serve.vllm.python has a CUDA build of it and sees a GPU; "
                             "vllm also runs vLLM's CPU build when asked for.",
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the transformers backend runs the model: auto picks a CUDA GPU when one is visible."
+    )
     host: str = Field("127.0.0.1", description="Interface to bind; keep loopback unless API keys are set.")
     port: int = Field(8321, ge=1, le=65535, description="Port to listen on.")
     api_keys_env: str = Field(

@@ -129,6 +129,7 @@ def build_spec(cfg: ProjectConfig, served: Served, choice: BackendChoice) -> dic
         "model_name": served.model_name,
         "model_ref": served.model_ref,
         "model_aliases": [served.model_ref, *served.aliases],
+        "device": scfg.device,  # the transformers backend's; vLLM's is what its interpreter reported
         "lora_rank": served.lora_rank,
         "host": scfg.host,
         "port": scfg.port,
@@ -263,7 +264,14 @@ def _free_port(host: str) -> int:
 
 def announce_foreground(spec: dict[str, Any], endpoint_file: str) -> dict[str, Any]:
     """Write the spec and endpoint files for a server running in this process, so that `serve
-    status|ask|reload|stop` (and `register promote --reload`) find a foreground server too."""
+    status|ask|reload|stop` (and `register promote --reload`) find a foreground server too.
+    A live server already recorded there is refused: overwriting its record would orphan it."""
+    running = read_endpoint(endpoint_file)
+    if running is not None and _alive(int(running["pid"])) and int(running["pid"]) != os.getpid():
+        raise BackendUnavailable(f"a server of this project is already running: {running.get('model_ref')} at "
+                                 f"{running.get('url')} (pid {running['pid']}, recorded in {endpoint_file})",
+                                 hint="stop it with `llmops serve stop`, replace it with `llmops serve --detach`, or "
+                                      "give this one its own --set serve.endpoint_file=... and serve.port")
     write_spec(spec, endpoint_file)
     endpoint = {"url": url_of(spec), "pid": os.getpid(), "foreground": True, "model": spec["model_name"],
                 "model_ref": spec["model_ref"], "backend": spec["backend"], "log": None,

@@ -95,3 +95,14 @@ def test_invalid_unicode_and_absurd_nesting_are_400_and_logged(tmp_path):
         assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["status"] for r in records] == [400, 400]
+
+
+def test_get_one_model_by_any_of_its_names(tmp_path):
+    spec = {"model_dir": str(tmp_path), "model_name": "m", "model_ref": "m:3", "model_aliases": ["m@production"],
+            "request_log": str(tmp_path / "requests.jsonl")}
+    with TestClient(create_app(spec, backend=_Echo(spec))) as client:
+        for name in ("m", "m:3", "m@production"):
+            body = client.get(f"/v1/models/{name}").json()
+            assert body["id"] == name and body["object"] == "model" and body["root"] == "m:3"
+        missing = client.get("/v1/models/other")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"

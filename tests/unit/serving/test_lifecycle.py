@@ -164,6 +164,38 @@ def test_a_new_deploy_replaces_the_old_server_once_ready(running):
         endpoint.update(new)  # the module's teardown and the last test act on the live server
 
 
+def test_a_foreground_server_does_not_orphan_a_detached_one(running):
+    cfg, endpoint, _ = running
+    spec = lifecycle.build_spec(cfg, lifecycle.resolve_source(cfg), TRANSFORMERS)
+    assert spec["device"] == "auto"  # the transformers backend is told where to run
+    with pytest.raises(BackendUnavailable, match="already running"):
+        lifecycle.announce_foreground({**spec, "port": free_port()}, cfg.serve.endpoint_file)
+    assert lifecycle.read_endpoint(cfg.serve.endpoint_file)["pid"] == endpoint["pid"]
+
+
+def test_sigterm_on_a_foreground_server_removes_its_endpoint_file(tiny_model, tiny_corpus, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    config = project_yaml(tmp_path, tiny_model, tiny_corpus, serve={"source": str(tiny_model), "port": port,
+                                                                    "backend": "transformers"})
+    endpoint_file = tmp_path / "serve/endpoint.json"
+    proc = subprocess.Popen([sys.executable, "-m", "llmops_cli", "serve", "-c", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        lifecycle.wait_ready(f"http://127.0.0.1:{port}", proc, 120, None)
+        assert json.loads(endpoint_file.read_text())["foreground"] is True
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not endpoint_file.exists()
+
+
 def test_stop_leaves_no_process(running):
     """Last in this module: it stops the shared server."""
     cfg, endpoint, _ = running
