@@ -24,9 +24,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmops_cli.serving.backends import ApiError, Backend, ModelSpec, Reply
+from llmops_cli.serving.openai_schema import ChatRequest, CompletionRequest
 from llmops_cli.serving.sampling import sampling_defaults
 
 MAX_LOGGED_CHARS = 4000  # a logged prompt or response is cut here: the log is for monitoring, not archiving
@@ -34,44 +35,6 @@ MAX_LOGGED_CHARS = 4000  # a logged prompt or response is cut here: the log is f
 # paths cannot grow /metrics (and the server's memory) without bound.
 ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/feedback", "/admin/reload"})
 # (GET /v1/models/{id} is counted as "other" too: its ids come from clients.)
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: str
-    content: str
-
-    @field_validator("content", mode="before")
-    @classmethod
-    def _text_parts(cls, value: Any) -> Any:
-        """OpenAI's list-of-parts form is accepted for text parts (joined); other parts are refused."""
-        if isinstance(value, list):
-            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-                       for p in value):
-                raise ValueError("only text content parts ({'type': 'text', 'text': ...}) are supported")
-            return "".join(p["text"] for p in value)
-        return value
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    stop: str | list[str] | None = None
-    stream: bool = False
-
-
-class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str
-    prompt: str
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    stop: str | list[str] | None = None
-    stream: bool = False
 
 
 class FeedbackRequest(BaseModel):
@@ -318,13 +281,16 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
             if body.model not in current["aliases"]:
                 raise ApiError(404, f"model {body.model!r} does not exist; this server serves "
                                     f"{sorted(current['aliases'])}", code="model_not_found")
+            refused = backend.refusal(body.model_dump(exclude_none=True, exclude_defaults=True))
+            if refused:
+                raise ApiError(400, f"{refused} is not supported by the {backend.name} backend (it would be "
+                                    "ignored); leave it out, or serve with serve.backend=vllm",
+                               code="unsupported_parameter", param=refused)
             # One rule for every backend: unset sampling parameters and budget come from the gateway.
             payload = current["sampling"].apply(body.model_dump(exclude_none=True))
             if not (payload.get("max_tokens") or payload.get("max_completion_tokens")):
                 payload["max_tokens"] = max_new_tokens
-            prompt = payload["prompt"] if kind == "completion" else next(
-                (m["content"] for m in reversed(payload["messages"]) if m["role"] == "user"),
-                payload["messages"][-1]["content"])
+            prompt = _logged_prompt(kind, payload)
             ref = current["ref"]  # the version this request is answered by, even if a reload happens meanwhile
             reply = await backend.handle(kind, payload, rid)
         except ApiError as exc:
@@ -487,8 +453,19 @@ def _safe_start(backend: Backend) -> None:
         traceback.print_exc()
 
 
+def _logged_prompt(kind: str, payload: dict[str, Any]) -> str | None:
+    """What the request log keeps as the prompt: the last user message, or the (first) text prompt."""
+    if kind == "chat":
+        users = [m.get("content") for m in payload["messages"] if m["role"] == "user"]
+        return users[-1] if users else payload["messages"][-1].get("content")
+    prompt = payload["prompt"]
+    if isinstance(prompt, str):
+        return prompt
+    return prompt[0] if isinstance(prompt[0], str) else None  # token ids are not logged as text
+
+
 def _error(exc: ApiError) -> JSONResponse:
-    return JSONResponse({"error": {"message": exc.message, "type": exc.kind, "param": None, "code": exc.code}},
+    return JSONResponse({"error": {"message": exc.message, "type": exc.kind, "param": exc.param, "code": exc.code}},
                         status_code=exc.status, headers=exc.headers or None)
 
 

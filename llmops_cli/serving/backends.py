@@ -38,10 +38,10 @@ class ApiError(Exception):
     """An OpenAI-style error answer: status, message, type and code."""
 
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, param: str | None = None):
         super().__init__(message)
         self.status, self.message, self.kind, self.code = status, message, kind, code
-        self.headers = headers or {}
+        self.headers, self.param = headers or {}, param
 
 
 @dataclass
@@ -90,6 +90,10 @@ class Backend:
     def retry_after_s(self) -> int:
         """Seconds a client should wait before retrying while the backend is unavailable."""
         return 1
+
+    def refusal(self, body: dict[str, Any]) -> str | None:
+        """A parameter of this (validated) request that the backend cannot honour, or None."""
+        return None
 
     @property
     def state(self) -> str:
@@ -171,23 +175,69 @@ class TransformersBackend(Backend):
                                          hint="the previous model is still being served") from None
             self.engine, self.model = fresh, model
 
+    def refusal(self, body: dict[str, Any]) -> str | None:
+        from llmops_cli.serving.openai_schema import transformers_refusal
+
+        return transformers_refusal(body)
+
     async def handle(self, kind: str, body: dict[str, Any], request_id: str) -> Reply:
         from starlette.concurrency import run_in_threadpool
 
         engine = self.engine  # pinned for the whole request: a reload swaps the attribute, not this engine
         if engine is None or not engine.ready:
             raise ApiError(503, "model is still loading", "server_error", "not_ready")
+        prompts = self._prompts(engine, kind, body)
+        max_tokens = (body.get("max_completion_tokens") or body.get("max_tokens") or self.spec["max_new_tokens"])
+        counts = [await run_in_threadpool(engine.count_tokens, p) for p in prompts]
+        for count in counts:
+            self._check_length(engine, count, max_tokens)
+        sampling = {"temperature": float(body.get("temperature") or 0.0), "top_p": float(body.get("top_p", 1.0)),
+                    "top_k": int(body.get("top_k") or 0), "seed": body.get("seed")}
+        stop = body.get("stop")
+        stops = [stop] if isinstance(stop, str) else (stop or [])
+        response_id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{request_id}"
+        served = self.spec["model_name"]
+        if body.get("stream"):
+            return self._stream(engine, kind, prompts[0], max_tokens, sampling, stops, response_id, served)
+        results = []
+        for prompt in prompts:
+            for i in range(body.get("n") or 1):
+                # A seed makes the first sample reproducible; the next ones continue from it, as OpenAI's do.
+                step = sampling if i == 0 else {**sampling, "seed": None}
+                results.append(await run_in_threadpool(engine.complete, prompt, max_tokens, step, stops))
         if kind == "chat":
-            prompt = engine.render_chat([{"role": m["role"], "content": m["content"]} for m in body["messages"]])
-            max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+            choices = [{"index": i, "message": {"role": "assistant", "content": r.text},
+                        "finish_reason": r.finish_reason} for i, r in enumerate(results)]
         else:
-            prompt, max_tokens = body["prompt"], body.get("max_tokens")
-        prompt_tokens = await run_in_threadpool(engine.count_tokens, prompt)
+            choices = [{"index": i, "text": r.text, "finish_reason": r.finish_reason} for i, r in enumerate(results)]
+        usage = {"prompt_tokens": sum(counts), "completion_tokens": sum(r.completion_tokens for r in results)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        meta = {"response_id": response_id, **usage, "finish_reason": results[0].finish_reason, "text": results[0].text}
+        return Reply(200, {"id": response_id, "object": "chat.completion" if kind == "chat" else "text_completion",
+                           "created": int(time.time()), "model": served, "choices": choices, "usage": usage},
+                     meta=meta)
+
+    @staticmethod
+    def _prompts(engine: Any, kind: str, body: dict[str, Any]) -> list[str | list[int]]:
+        """The prompts to answer: the rendered chat, or completions' string / strings / token ids."""
+        if kind == "chat":
+            try:
+                return [engine.render_chat(body["messages"])]
+            except Exception as exc:  # noqa: BLE001 - a template that cannot render these messages
+                raise ApiError(400, f"the model's chat template cannot render these messages "
+                                    f"({type(exc).__name__}: {str(exc)[:200]})", code="invalid_messages") from None
+        prompt = body["prompt"]
+        if isinstance(prompt, str):
+            return [prompt]
+        if all(isinstance(p, int) for p in prompt):
+            return [prompt]  # one prompt as token ids
+        return list(prompt)
+
+    def _check_length(self, engine: Any, prompt_tokens: int, max_tokens: int) -> None:
         limit = self.spec["max_prompt_tokens"]
         if prompt_tokens > limit:
             raise ApiError(400, f"prompt has {prompt_tokens} tokens; the limit is {limit}",
                            code="context_length_exceeded")
-        max_tokens = max_tokens or self.spec["max_new_tokens"]
         context = engine.context_length
         if context is not None and prompt_tokens + max_tokens > context:
             # OpenAI's wording and code; generating past the model's positions gives garbage, not text.
@@ -195,32 +245,8 @@ class TransformersBackend(Backend):
                                 f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} "
                                 "in the completion). Please reduce the length of the messages or completion.",
                            code="context_length_exceeded")
-        sampling = {"temperature": float(body.get("temperature") or 0.0), "top_p": float(body.get("top_p", 1.0)),
-                    "top_k": int(body.get("top_k") or 0)}
-        stop = body.get("stop")
-        stops = [stop] if isinstance(stop, str) else (stop or [])
-        prefix = "chatcmpl" if kind == "chat" else "cmpl"
-        response_id = f"{prefix}-{request_id}"
-        served = self.spec["model_name"]
-        if body.get("stream"):
-            return self._stream(engine, kind, prompt, max_tokens, sampling, stops, response_id, served)
-        result = await run_in_threadpool(engine.complete, prompt, max_tokens, sampling, stops)
-        usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-                 "total_tokens": result.prompt_tokens + result.completion_tokens}
-        if kind == "chat":
-            choice = {"index": 0, "message": {"role": "assistant", "content": result.text},
-                      "finish_reason": result.finish_reason}
-            obj = "chat.completion"
-        else:
-            choice = {"index": 0, "text": result.text, "finish_reason": result.finish_reason}
-            obj = "text_completion"
-        meta = {"response_id": response_id, "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens, "finish_reason": result.finish_reason,
-                "text": result.text}
-        return Reply(200, {"id": response_id, "object": obj, "created": int(time.time()), "model": served,
-                           "choices": [choice], "usage": usage}, meta=meta)
 
-    def _stream(self, engine: Any, kind: str, prompt: str, max_tokens: int, sampling: dict[str, Any],
+    def _stream(self, engine: Any, kind: str, prompt: str | list[int], max_tokens: int, sampling: dict[str, Any],
                 stops: list[str], response_id: str, served: str) -> Reply:
         meta: dict[str, Any] = {"response_id": response_id}
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"

@@ -61,11 +61,30 @@ class TransformersEngine:
                 return value
         return None
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    def count_tokens(self, prompt: str | list[int]) -> int:
+        return len(prompt) if isinstance(prompt, list) else len(self.tokenizer(prompt, add_special_tokens=False)[
+            "input_ids"])
 
-    def render_chat(self, messages: list[dict[str, str]]) -> str:
+    def encode(self, prompt: str | list[int]) -> dict[str, Any]:
+        """Model inputs for a text prompt (no special tokens added: the template has them) or token ids."""
+        import torch
+
+        if isinstance(prompt, list):
+            ids = torch.tensor([prompt], dtype=torch.long)
+            return {"input_ids": ids.to(self.model.device),
+                    "attention_mask": torch.ones_like(ids).to(self.model.device)}
+        return self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.model.device)
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    @staticmethod
+    def _seed(sampling: dict[str, Any] | None) -> None:
+        """A request's seed, set under the engine lock right before its generation (one at a time)."""
+        if sampling and sampling.get("seed") is not None:
+            import torch
+
+            torch.manual_seed(int(sampling["seed"]))
 
     def _generate_kwargs(self, max_tokens: int, sampling: dict[str, Any] | None) -> dict[str, Any]:
         """Every sampling parameter explicit, so that the model's generation_config (and transformers'
@@ -81,12 +100,13 @@ class TransformersEngine:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
 
-    def complete(self, prompt: str, max_tokens: int, sampling: dict[str, Any] | None = None,
+    def complete(self, prompt: str | list[int], max_tokens: int, sampling: dict[str, Any] | None = None,
                  stop: list[str] | None = None) -> Completion:
         import torch
 
-        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.model.device)
+        enc = self.encode(prompt)
         with self._lock, torch.inference_mode():
+            self._seed(sampling)
             out = self.model.generate(**enc, **self._generate_kwargs(max_tokens, sampling))
         ids = out[0, enc["input_ids"].shape[1]:].tolist()
         finish, generated = "length", len(ids)
@@ -99,8 +119,8 @@ class TransformersEngine:
                 text, finish = text[: text.index(marker)], "stop"
         return Completion(text.strip(), enc["input_ids"].shape[1], generated, finish)
 
-    async def stream(self, prompt: str, max_tokens: int, sampling: dict[str, Any] | None, state: dict[str, Any]
-                     ) -> AsyncIterator[str]:
+    async def stream(self, prompt: str | list[int], max_tokens: int, sampling: dict[str, Any] | None,
+                     state: dict[str, Any]) -> AsyncIterator[str]:
         """Yield text pieces as they are generated; fills state with token counts and finish_reason.
 
         Generation runs in its own thread (it holds the engine lock); pieces reach the event loop
@@ -116,6 +136,12 @@ class TransformersEngine:
         counted = {"tokens": 0}
         eos = self.tokenizer.eos_token_id
 
+        def post(item: str | None) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is gone (server shutting down): nobody is listening
+                cancelled.set()
+
         class _Streamer(TextIteratorStreamer):
             def put(self, value: Any) -> None:  # called with the prompt first, then one token at a time
                 if not self.next_tokens_are_prompt:
@@ -126,26 +152,27 @@ class TransformersEngine:
 
             def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
                 if text:
-                    loop.call_soon_threadsafe(queue.put_nowait, text)
+                    post(text)
                 if stream_end:
-                    loop.call_soon_threadsafe(queue.put_nowait, None)
+                    post(None)
 
         class _Cancel(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
 
-        enc = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.model.device)
+        enc = self.encode(prompt)
         state.update(prompt_tokens=int(enc["input_ids"].shape[1]), completion_tokens=0, finish_reason="length")
         streamer = _Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
 
         def run() -> None:
             try:
                 with self._lock, torch.inference_mode():
+                    self._seed(sampling)
                     self.model.generate(**enc, **self._generate_kwargs(max_tokens, sampling), streamer=streamer,
                                         stopping_criteria=StoppingCriteriaList([_Cancel()]))
             except Exception as exc:  # surfaced to the client as the end of the stream, and logged
                 state["error"] = f"{type(exc).__name__}: {exc}"
-                loop.call_soon_threadsafe(queue.put_nowait, None)
+                post(None)
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
