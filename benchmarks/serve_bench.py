@@ -283,7 +283,8 @@ def start_vllm_targets(args: argparse.Namespace, tmp: Path, procs: list[subproce
 def report_level(summary: dict[str, Any], backend: str) -> dict[str, Any]:
     if backend != "vllm":
         d, g = summary["direct"], summary["gateway"]
-        extra = {}
+        extra = {f"gateway_vs_{name}_tok_per_s": g["tok_per_s"] / max(s["tok_per_s"], 1e-9)
+                 for name, s in summary.items() if name.startswith("gateway_max_batch")}
     else:
         d, g = summary["vllm_direct"], summary["vllm_gateway"]
         extra = {"vllm_vs_transformers_throughput": g["tok_per_s"] / max(summary["transformers_gateway"]["tok_per_s"],
@@ -301,6 +302,9 @@ def main() -> None:
                         help="LoRA adapter (vllm mode, CPU); '' serves --model itself as a full model")
     parser.add_argument("--vllm-python", help="interpreter with vllm (default: .venv-vllm, else this one)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16], help="one or more levels, same run")
+    parser.add_argument("--max-batch", type=int, default=32, help="serve.max_batch of the transformers backend")
+    parser.add_argument("--baseline-max-batch", type=int,
+                        help="also measure a gateway with this serve.max_batch (e.g. 1: one request at a time)")
     parser.add_argument("--requests", type=int, default=200, help="requests per round and target")
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
@@ -323,13 +327,20 @@ def main() -> None:
     levels: dict[int, dict[str, Any]] = {}
     try:
         if args.backend in ("transformers", "echo"):
-            gw_port, direct_port = free_port(), free_port()
-            spec = make_spec(tmp, args.model, args.model, args.backend, gw_port)
+            gw_port, direct_port, base_port = free_port(), free_port(), free_port()
+            spec = make_spec(tmp, args.model, args.model, args.backend, gw_port, max_batch=args.max_batch)
             procs += [start(spec, tmp, "gateway"), start(spec, tmp, "direct", direct_port)]
-            for port in (gw_port, direct_port):
+            ports = [gw_port, direct_port]
+            if args.baseline_max_batch:  # the same gateway generating at most N requests at a time
+                procs.append(start({**spec, "port": base_port, "max_batch": args.baseline_max_batch}, tmp, "baseline"))
+                ports.append(base_port)
+            for port in ports:
                 wait_ready(f"http://127.0.0.1:{port}", procs, 300)
             targets = {"direct": (f"http://127.0.0.1:{direct_port}", "bench", {}),
                        "gateway": (f"http://127.0.0.1:{gw_port}", "bench", auth)}
+            if args.baseline_max_batch:
+                targets[f"gateway_max_batch_{args.baseline_max_batch}"] = (f"http://127.0.0.1:{base_port}", "bench",
+                                                                           auth)
         else:
             targets = start_vllm_targets(args, tmp, procs, auth)
         for level in args.concurrency:
@@ -353,6 +364,8 @@ def main() -> None:
                   f"{s['p95_ms']:>9.1f}{s['errors']:>8}")
         print(f"gateway/direct throughput: {result['gateway_throughput_ratio']:.3f}  "  # noqa: T201
               f"p50 overhead: {result['gateway_p50_overhead_ms']:+.2f} ms")
+        for key in (k for k in result if k.startswith("gateway_vs_")):
+            print(f"{key}: {result[key]:.2f}x")  # noqa: T201
         if "vllm_vs_transformers_throughput" in result:
             print(f"vLLM / transformers throughput: {result['vllm_vs_transformers_throughput']:.2f}x")  # noqa: T201
     if args.json:

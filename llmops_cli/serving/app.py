@@ -292,7 +292,7 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
                 payload["max_tokens"] = max_new_tokens
             prompt = _logged_prompt(kind, payload)
             ref = current["ref"]  # the version this request is answered by, even if a reload happens meanwhile
-            reply = await backend.handle(kind, payload, rid)
+            reply = await _unless_disconnected(request, backend.handle(kind, payload, rid))
         except ApiError as exc:
             record(request, rid, exc.status, started, {}, exc.message, exc.code, prompt=prompt)
             return _error(exc)
@@ -451,6 +451,22 @@ def _safe_start(backend: Backend) -> None:
         import traceback
 
         traceback.print_exc()
+
+
+async def _unless_disconnected(request: Request, work: Any) -> Any:
+    """Await `work`, cancelling it if the client goes away first: an abandoned request must not keep a
+    model busy (ASGI servers do not cancel a handler when its client disconnects)."""
+    import asyncio
+
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.2)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            raise ApiError(499, "the client closed the connection before the answer was ready",
+                           code="client_disconnected")
 
 
 def _logged_prompt(kind: str, payload: dict[str, Any]) -> str | None:

@@ -9,6 +9,7 @@ OpenAI request to a backend:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -151,7 +152,8 @@ class TransformersBackend(Backend):
         from llmops_cli.serving.engine import TransformersEngine
 
         if self.engine is None:
-            self.engine = TransformersEngine(self.spec["base"], self.model.model_dir, self.spec.get("device", "cpu"))
+            self.engine = TransformersEngine(self.spec["base"], self.model.model_dir, self.spec.get("device", "cpu"),
+                                             int(self.spec.get("max_batch", 32)))
         if self.engine.ready:
             return
         try:
@@ -167,7 +169,8 @@ class TransformersBackend(Backend):
         from llmops_cli.serving.engine import TransformersEngine
 
         with self._reload_lock:
-            fresh = TransformersEngine(self.spec["base"], model.model_dir, self.spec.get("device", "cpu"))
+            fresh = TransformersEngine(self.spec["base"], model.model_dir, self.spec.get("device", "cpu"),
+                                       int(self.spec.get("max_batch", 32)))
             try:
                 fresh.load()
             except Exception as exc:
@@ -199,12 +202,11 @@ class TransformersBackend(Backend):
         served = self.spec["model_name"]
         if body.get("stream"):
             return self._stream(engine, kind, prompts[0], max_tokens, sampling, stops, response_id, served)
-        results = []
-        for prompt in prompts:
-            for i in range(body.get("n") or 1):
-                # A seed makes the first sample reproducible; the next ones continue from it, as OpenAI's do.
-                step = sampling if i == 0 else {**sampling, "seed": None}
-                results.append(await run_in_threadpool(engine.complete, prompt, max_tokens, step, stops))
+        # Every choice is queued at once so that they share a batch; a seed makes the first sample of each
+        # prompt reproducible, the others sample on.
+        results = await asyncio.gather(*(
+            engine.complete(prompt, max_tokens, sampling if i == 0 else {**sampling, "seed": None}, stops)
+            for prompt in prompts for i in range(body.get("n") or 1)))
         if kind == "chat":
             choices = [{"index": i, "message": {"role": "assistant", "content": r.text},
                         "finish_reason": r.finish_reason} for i, r in enumerate(results)]

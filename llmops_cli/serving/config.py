@@ -75,6 +75,9 @@ class ServeSection(Section):
     )
     max_new_tokens: int = Field(128, ge=1, description="Default completion budget when a request sets none.")
     max_prompt_tokens: int = Field(1024, ge=1, description="Longer prompts are refused with 400.")
+    max_batch: int = Field(
+        32, ge=1, description="transformers backend: concurrent non-streaming requests generated together, at most."
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Request bodies larger than this get 413.")
     request_log: str = Field("serve/requests.jsonl", description="JSONL request log read by `llmops monitor`.")
     log_content: bool = Field(

@@ -21,14 +21,16 @@ class Completion:
 class TransformersEngine:
     """Loads once, then generates one request at a time (a lock: HF generate is not re-entrant)."""
 
-    def __init__(self, base_spec: dict[str, Any], model_dir: str, device: str = "cpu") -> None:
+    def __init__(self, base_spec: dict[str, Any], model_dir: str, device: str = "cpu", max_batch: int = 32) -> None:
         self.base_spec = base_spec
         self.model_dir = model_dir
         self.device = device
+        self.max_batch = max_batch
         self.model: Any = None
         self.tokenizer: Any = None
         self.load_error: str | None = None
         self._lock = threading.Lock()
+        self.batcher: Any = None  # non-streaming requests, batched (serving/batcher.py); started by load()
 
     @property
     def ready(self) -> bool:
@@ -46,6 +48,9 @@ class TransformersEngine:
             else:
                 model = load_causal_lm(base.model_copy(update={"base": self.model_dir}), device=device)
             self.tokenizer = load_tokenizer(base, path=self.model_dir)
+            from llmops_cli.serving.batcher import Batcher
+
+            self.batcher = Batcher(self, self.max_batch)
             self.model = model
         except Exception as exc:  # reported through /ready and the server log, never swallowed
             self.load_error = f"{type(exc).__name__}: {exc}"
@@ -100,15 +105,45 @@ class TransformersEngine:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
 
-    def complete(self, prompt: str | list[int], max_tokens: int, sampling: dict[str, Any] | None = None,
-                 stop: list[str] | None = None) -> Completion:
-        import torch
+    async def complete(self, prompt: str | list[int], max_tokens: int, sampling: dict[str, Any] | None = None,
+                       stop: list[str] | None = None) -> Completion:
+        """One answer, generated in a batch with whatever else is waiting (serving/batcher.py)."""
+        prompt_ids = prompt if isinstance(prompt, list) else self.tokenizer(prompt, add_special_tokens=False)[
+            "input_ids"]
+        ids = await self.batcher.submit(list(prompt_ids), max_tokens, sampling or {})
+        return self._completion(ids, len(prompt_ids), stop)
 
-        enc = self.encode(prompt)
+    def generate_batch(self, jobs: list[Any]) -> list[list[int]]:
+        """Generated ids of each job, in one left-padded generate; each row stops at its EOS, its own
+        max_tokens, or when its client has gone (called by the batcher's worker thread)."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        width = max(len(j.ids) for j in jobs)
+        ids = torch.tensor([[pad] * (width - len(j.ids)) + j.ids for j in jobs], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(j.ids)) + [1] * len(j.ids) for j in jobs], dtype=torch.long)
+        budgets = torch.tensor([j.max_tokens for j in jobs])
+
+        class _RowDone(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                gone = torch.tensor([j.cancelled.is_set() or j.future.cancelled() for j in jobs])
+                return (input_ids.shape[1] - width >= budgets) | gone
+
         with self._lock, torch.inference_mode():
-            self._seed(sampling)
-            out = self.model.generate(**enc, **self._generate_kwargs(max_tokens, sampling))
-        ids = out[0, enc["input_ids"].shape[1]:].tolist()
+            self._seed(jobs[0].sampling)
+            out = self.model.generate(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
+                                      stopping_criteria=StoppingCriteriaList([_RowDone()]),
+                                      **self._generate_kwargs(int(budgets.max()), jobs[0].sampling))
+        rows = []
+        for job, row in zip(jobs, out[:, width:].tolist(), strict=True):
+            row = row[: job.max_tokens]
+            if self.tokenizer.eos_token_id in row:
+                row = row[: row.index(self.tokenizer.eos_token_id) + 1]
+            rows.append(row)
+        return rows
+
+    def _completion(self, ids: list[int], prompt_tokens: int, stop: list[str] | None) -> Completion:
         finish, generated = "length", len(ids)
         if self.tokenizer.eos_token_id in ids:
             ids = ids[: ids.index(self.tokenizer.eos_token_id)]
@@ -117,7 +152,7 @@ class TransformersEngine:
         for marker in stop or []:
             if marker and marker in text:
                 text, finish = text[: text.index(marker)], "stop"
-        return Completion(text.strip(), enc["input_ids"].shape[1], generated, finish)
+        return Completion(text.strip(), prompt_tokens, generated, finish)
 
     async def stream(self, prompt: str | list[int], max_tokens: int, sampling: dict[str, Any] | None,
                      state: dict[str, Any]) -> AsyncIterator[str]:

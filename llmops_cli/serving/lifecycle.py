@@ -138,6 +138,7 @@ def build_spec(cfg: ProjectConfig, served: Served, choice: BackendChoice) -> dic
         "admin_token": secrets.token_urlsafe(24),  # lets `serve reload` (same user) reach /admin/reload
         "max_new_tokens": scfg.max_new_tokens,
         "max_prompt_tokens": scfg.max_prompt_tokens,
+        "max_batch": scfg.max_batch,
         "max_body_bytes": scfg.max_body_bytes,
         "request_log": os.path.abspath(scfg.request_log),
         "log_content": scfg.log_content,

@@ -131,6 +131,47 @@ def test_port_in_use_is_a_clear_error(running):
             lifecycle.check_port_free("127.0.0.1", port)
 
 
+def test_concurrent_requests_are_batched_with_the_same_answers(running):
+    cfg, endpoint, _ = running
+    prompts = [f"my parcel {i} is late" + " please" * (i % 4) for i in range(8)]
+
+    def body(p: str) -> dict:
+        return {"model": "test-model", "messages": [{"role": "user", "content": p}], "max_tokens": 12,
+                "temperature": 0}
+
+    alone = [httpx.post(f"{endpoint['url']}/v1/chat/completions", json=body(p), timeout=60).json()["choices"][0]
+             for p in prompts]
+
+    async def together() -> list[dict]:
+        async with httpx.AsyncClient(base_url=endpoint["url"], timeout=60) as client:
+            replies = await asyncio.gather(*(client.post("/v1/chat/completions", json=body(p))
+                                             for p in prompts * 2))
+        return [r.json()["choices"][0] for r in replies]
+
+    # Left padding in a shared batch must not change a greedy answer (or where it stops).
+    assert asyncio.run(together()) == alone * 2
+
+
+def test_an_abandoned_request_is_cancelled_and_logged(running):
+    cfg, endpoint, _ = running
+    host, port = endpoint["url"].removeprefix("http://").split(":")
+    payload = json.dumps({"model": "test-model", "messages": [{"role": "user", "content": "hi"}],
+                          "max_tokens": 200}).encode()
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+        time.sleep(0.05)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        records = [json.loads(line) for line in open(cfg.serve.request_log)]
+        if any(r["status"] == 499 for r in records):
+            break
+        time.sleep(0.2)
+    last = [r for r in records if r["status"] == 499][-1]
+    assert "closed the connection" in last["error"]
+    assert httpx.post(f"{endpoint['url']}/v1/chat/completions", json=_chat(), timeout=30).status_code == 200
+
+
 def test_a_failed_deploy_leaves_the_old_server_serving(running, tmp_path):
     cfg, endpoint, _ = running
     broken = tmp_path / "broken"
