@@ -10,6 +10,7 @@ Run as `python -m llmops_cli.serving.app SPEC.json` (that is what `llmops serve 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -35,6 +36,23 @@ MAX_LOGGED_CHARS = 4000  # a logged prompt or response is cut here: the log is f
 # paths cannot grow /metrics (and the server's memory) without bound.
 ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/feedback", "/admin/reload"})
 # (GET /v1/models/{id} is counted as "other" too: its ids come from clients.)
+
+
+class Admission:
+    """At most `limit` generation requests in flight (streams until their last byte); the next get 429
+    with Retry-After rather than an unbounded queue. One event loop: no lock needed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.active = limit, 0
+
+    def enter(self) -> None:
+        if self.active >= self.limit:
+            raise ApiError(429, f"the server is at its limit of {self.limit} concurrent requests; retry shortly",
+                           "rate_limit_error", "too_many_requests", headers={"Retry-After": "1"})
+        self.active += 1
+
+    def leave(self) -> None:
+        self.active -= 1
 
 
 class FeedbackRequest(BaseModel):
@@ -167,6 +185,8 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
     sample_rate = float(spec.get("log_sample_rate", 1.0))
     max_body = int(spec.get("max_body_bytes", 1_000_000))
     max_new_tokens = int(spec.get("max_new_tokens", 128))
+    body_timeout = float(spec.get("body_timeout_s", 30))
+    admission = Admission(int(spec.get("max_concurrent_requests", 256)))
     rng = random.Random()
     metrics = Metrics()
     served = spec["model_name"]
@@ -242,7 +262,12 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_body:
             raise ApiError(413, f"request body is larger than {max_body} bytes", code="request_too_large")
-        raw = await request.body()
+        try:
+            # A client that stops sending mid-body must not hold a connection for ever.
+            raw = await asyncio.wait_for(request.body(), timeout=body_timeout)
+        except TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {body_timeout:g}s",
+                           code="request_timeout") from None
         if len(raw) > max_body:
             raise ApiError(413, f"request body is larger than {max_body} bytes", code="request_too_large")
         try:
@@ -270,41 +295,53 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
             where = ".".join(str(p) for p in first["loc"]) or "body"
             raise ApiError(400, f"{where}: {first['msg']}", code="invalid_value") from None
 
+    async def validated(request: Request, kind: str) -> dict[str, Any]:
+        """The request as the backend gets it: parsed strictly, model checked, unsupported parameters
+        refused, and unset sampling parameters and budget filled by the one rule (serving/sampling.py)."""
+        body = parse(ChatRequest if kind == "chat" else CompletionRequest, await read_json(request))
+        if body.model not in current["aliases"]:
+            raise ApiError(404, f"model {body.model!r} does not exist; this server serves "
+                                f"{sorted(current['aliases'])}", code="model_not_found")
+        refused = backend.refusal(body.model_dump(exclude_none=True, exclude_defaults=True))
+        if refused:
+            raise ApiError(400, f"{refused} is not supported by the {backend.name} backend (it would be "
+                                "ignored); leave it out, or serve with serve.backend=vllm",
+                           code="unsupported_parameter", param=refused)
+        payload = current["sampling"].apply(body.model_dump(exclude_none=True))
+        if not (payload.get("max_tokens") or payload.get("max_completion_tokens")):
+            payload["max_tokens"] = max_new_tokens
+        return payload
+
     async def generate(request: Request, kind: str) -> Response:
         started = time.perf_counter()
         rid = f"req-{uuid.uuid4().hex[:16]}"
         prompt: str | None = None
+        admitted = streaming = False
         try:
             authorize(request)
-            data = await read_json(request)
-            body = parse(ChatRequest if kind == "chat" else CompletionRequest, data)
-            if body.model not in current["aliases"]:
-                raise ApiError(404, f"model {body.model!r} does not exist; this server serves "
-                                    f"{sorted(current['aliases'])}", code="model_not_found")
-            refused = backend.refusal(body.model_dump(exclude_none=True, exclude_defaults=True))
-            if refused:
-                raise ApiError(400, f"{refused} is not supported by the {backend.name} backend (it would be "
-                                    "ignored); leave it out, or serve with serve.backend=vllm",
-                               code="unsupported_parameter", param=refused)
-            # One rule for every backend: unset sampling parameters and budget come from the gateway.
-            payload = current["sampling"].apply(body.model_dump(exclude_none=True))
-            if not (payload.get("max_tokens") or payload.get("max_completion_tokens")):
-                payload["max_tokens"] = max_new_tokens
+            admission.enter()  # 429 past serve.max_concurrent_requests
+            admitted = True
+            payload = await validated(request, kind)
             prompt = _logged_prompt(kind, payload)
             ref = current["ref"]  # the version this request is answered by, even if a reload happens meanwhile
             reply = await _unless_disconnected(request, backend.handle(kind, payload, rid))
+            reply.meta.setdefault("model", ref)
+            if reply.chunks is None:
+                record(request, rid, reply.status, started, reply.meta, None, prompt=prompt)
+                return JSONResponse(reply.body, status_code=reply.status)
+            streaming = True  # the stream releases its admission when it ends
+            return StreamingResponse(_logged_stream(reply, request, rid, started, prompt),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         except ApiError as exc:
             record(request, rid, exc.status, started, {}, exc.message, exc.code, prompt=prompt)
             return _error(exc)
         except Exception as exc:  # noqa: BLE001 - a bug must still answer in OpenAI shape and be logged
             record(request, rid, 500, started, {}, f"{type(exc).__name__}: {exc}", "server_error", prompt=prompt)
             return _error(ApiError(500, "internal error", "server_error"))
-        reply.meta.setdefault("model", ref)
-        if reply.chunks is None:
-            record(request, rid, reply.status, started, reply.meta, None, prompt=prompt)
-            return JSONResponse(reply.body, status_code=reply.status)
-        return StreamingResponse(_logged_stream(reply, request, rid, started, prompt), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        finally:
+            if admitted and not streaming:
+                admission.leave()
 
     async def _logged_stream(reply: Reply, request: Request, rid: str, started: float,
                              prompt: str | None) -> AsyncIterator[bytes]:
@@ -318,6 +355,7 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
         except Exception as exc:  # noqa: BLE001 - the client sees the stream end; the log says why
             error = f"{type(exc).__name__}: {exc}"
         finally:
+            admission.leave()
             error = error or reply.meta.get("error")
             if error is None and reply.meta.get("finish_reason") is None:
                 error = "client disconnected"

@@ -79,6 +79,10 @@ class ServeSection(Section):
         32, ge=1, description="transformers backend: concurrent non-streaming requests generated together, at most."
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Request bodies larger than this get 413.")
+    body_timeout_s: float = Field(30, gt=0, description="A request body not received within this gets 408.")
+    max_concurrent_requests: int = Field(
+        256, ge=1, description="Generation requests in flight (streams included); more get 429 with Retry-After."
+    )
     request_log: str = Field("serve/requests.jsonl", description="JSONL request log read by `llmops monitor`.")
     log_content: bool = Field(
         True, description="Log the prompt and response text (PII-redacted) with each request."

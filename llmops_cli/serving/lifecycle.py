@@ -139,6 +139,8 @@ def build_spec(cfg: ProjectConfig, served: Served, choice: BackendChoice) -> dic
         "max_new_tokens": scfg.max_new_tokens,
         "max_prompt_tokens": scfg.max_prompt_tokens,
         "max_batch": scfg.max_batch,
+        "body_timeout_s": scfg.body_timeout_s,
+        "max_concurrent_requests": scfg.max_concurrent_requests,
         "max_body_bytes": scfg.max_body_bytes,
         "request_log": os.path.abspath(scfg.request_log),
         "log_content": scfg.log_content,

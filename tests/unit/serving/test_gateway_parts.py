@@ -106,3 +106,66 @@ def test_get_one_model_by_any_of_its_names(tmp_path):
             assert body["id"] == name and body["object"] == "model" and body["root"] == "m:3"
         missing = client.get("/v1/models/other")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+
+
+class _Slow(_Echo):
+    async def handle(self, kind, body, request_id):
+        import asyncio
+
+        await asyncio.sleep(0.6)
+        return await super().handle(kind, body, request_id)
+
+
+def _serve_in_thread(app, port):
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            return server, thread
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise AssertionError("server did not start")
+
+
+def test_slow_bodies_time_out_and_a_full_server_says_429(tmp_path):
+    import concurrent.futures
+    import socket
+
+    import httpx
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    spec = {"model_dir": str(tmp_path), "model_name": "m", "request_log": str(tmp_path / "requests.jsonl"),
+            "body_timeout_s": 0.5, "max_concurrent_requests": 1}
+    server, thread = _serve_in_thread(create_app(spec, backend=_Slow(spec)), port)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as sock:  # promises 100 bytes, sends 10
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"model\": ")
+            sock.settimeout(5)
+            assert b" 408 " in sock.recv(4096).split(b"\r\n")[0]
+        chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(httpx.post, url, json=chat, timeout=10)
+            import time
+
+            time.sleep(0.2)
+            second = httpx.post(url, json=chat, timeout=10)
+            assert first.result().status_code == 200
+        assert second.status_code == 429 and second.headers["retry-after"] == "1"
+        assert second.json()["error"]["code"] == "too_many_requests"
+        assert httpx.post(url, json=chat, timeout=10).status_code == 200  # the slot was released
+    finally:
+        server.should_exit = True
+        thread.join(10)
