@@ -88,6 +88,9 @@ def serve_gateway(spec_path: str) -> None:
                 log_level="warning", access_log=False)
 
 
+ECHO = "--echo"  # in a spec file's name: serve it with the echo backend (the spec itself names a real one)
+
+
 def serve_direct(spec_path: str, port: int) -> None:
     """A bare app: parse JSON, call backend.handle, return its body. No auth, log, metrics or checks."""
     import uvicorn
@@ -97,7 +100,7 @@ def serve_direct(spec_path: str, port: int) -> None:
     from llmops_cli.serving.app import make_backend
 
     spec = json.loads(Path(spec_path).read_text())
-    backend = echo_backend(spec) if spec["backend"] == "echo" else make_backend(spec)
+    backend = echo_backend(spec) if ECHO in spec_path else make_backend(spec)
     backend.start()
     app = FastAPI()
     counter = {"n": 0}
@@ -180,7 +183,8 @@ def free_port() -> int:
 
 
 def make_spec(tmp: Path, model_dir: str, base: str, backend: str, port: int, **extra: Any) -> dict[str, Any]:
-    return {"backend": backend, "base": {"base": base, "dtype": "auto"}, "model_dir": model_dir,
+    return {"backend": "transformers" if backend == "echo" else backend, "base": {"base": base, "dtype": "auto"},
+            "model_dir": model_dir,
             "model_name": "bench", "model_ref": "bench:1", "model_aliases": [], "host": "127.0.0.1", "port": port,
             "api_keys_env": "LLMOPS_BENCH_KEYS", "max_new_tokens": 16, "max_prompt_tokens": 1024,
             "request_log": str(tmp / f"requests-{backend}.jsonl"), "feedback_log": str(tmp / "feedback.jsonl"),
@@ -188,12 +192,13 @@ def make_spec(tmp: Path, model_dir: str, base: str, backend: str, port: int, **e
             "ready_timeout_s": 900, **extra}
 
 
-def start(spec: dict[str, Any], tmp: Path, name: str, direct_port: int | None = None) -> subprocess.Popen[bytes]:
-    path = tmp / f"spec-{name}.json"
+def start(spec: dict[str, Any], tmp: Path, name: str, direct_port: int | None = None,
+          echo: bool = False) -> subprocess.Popen[bytes]:
+    path = tmp / f"spec-{name}{ECHO if echo else ''}.json"
     path.write_text(json.dumps(spec))
     if direct_port:
         cmd = [sys.executable, __file__, "--serve-direct", str(path), "--port", str(direct_port)]
-    elif spec["backend"] == "echo":
+    elif echo:
         cmd = [sys.executable, __file__, "--serve-gateway", str(path)]
     else:
         cmd = [sys.executable, "-m", "llmops_cli.serving.app", str(path)]
@@ -329,10 +334,12 @@ def main() -> None:
         if args.backend in ("transformers", "echo"):
             gw_port, direct_port, base_port = free_port(), free_port(), free_port()
             spec = make_spec(tmp, args.model, args.model, args.backend, gw_port, max_batch=args.max_batch)
-            procs += [start(spec, tmp, "gateway"), start(spec, tmp, "direct", direct_port)]
+            echo = args.backend == "echo"
+            procs += [start(spec, tmp, "gateway", echo=echo), start(spec, tmp, "direct", direct_port, echo=echo)]
             ports = [gw_port, direct_port]
             if args.baseline_max_batch:  # the same gateway generating at most N requests at a time
-                procs.append(start({**spec, "port": base_port, "max_batch": args.baseline_max_batch}, tmp, "baseline"))
+                procs.append(start({**spec, "port": base_port, "max_batch": args.baseline_max_batch}, tmp, "baseline",
+                                   echo=echo))
                 ports.append(base_port)
             for port in ports:
                 wait_ready(f"http://127.0.0.1:{port}", procs, 300)

@@ -41,7 +41,7 @@ def serve(
 
         from llmops_cli.serving.app import run_server
 
-        lifecycle.check_port_free(spec["host"], spec["port"])
+        lifecycle.check_port_free(spec.host, spec.port)
         lifecycle.announce_foreground(spec, cfg.serve.endpoint_file)  # so that status/reload/stop find it
         console.info(f"serving {served.model_ref} at {url} (Ctrl-C to stop)")
         # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default handler that

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llmops_cli.serving.backends import ApiError, Backend, ModelSpec, Reply
 from llmops_cli.serving.openai_schema import ChatRequest, CompletionRequest
 from llmops_cli.serving.sampling import sampling_defaults
+from llmops_cli.serving.spec import ServeSpec
 
 MAX_LOGGED_CHARS = 4000  # a logged prompt or response is cut here: the log is for monitoring, not archiving
 # Metric labels name these routes; any other path is counted as "other", so that requests for made-up
@@ -169,31 +170,27 @@ def key_matches(given: str, keys: list[str]) -> bool:
     return found
 
 
-def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
+def create_app(spec: ServeSpec | dict[str, Any], backend: Backend | None = None) -> FastAPI:
     """Build the gateway for a serve spec (see serving/lifecycle.py:build_spec for its fields)."""
     from llmops_cli.prep.clean import redact_pii
 
+    spec = ServeSpec.of(spec)
     if backend is None:
         backend = make_backend(spec)
-    keys = [k for k in spec.get("api_keys", []) if k]
-    admin_token = spec.get("admin_token")
-    log = JsonlLog(spec["request_log"], spec.get("log_max_bytes", 50_000_000), spec.get("log_backups", 5))
-    feedback_path = spec.get("feedback_log") or str(Path(spec["request_log"]).with_name("feedback.jsonl"))
-    feedback_log = JsonlLog(feedback_path, spec.get("log_max_bytes", 50_000_000), spec.get("log_backups", 5))
-    log_content = spec.get("log_content", True)
-    redact_kinds = spec.get("log_redact", ["email", "phone"])
-    sample_rate = float(spec.get("log_sample_rate", 1.0))
-    max_body = int(spec.get("max_body_bytes", 1_000_000))
-    max_new_tokens = int(spec.get("max_new_tokens", 128))
-    body_timeout = float(spec.get("body_timeout_s", 30))
-    admission = Admission(int(spec.get("max_concurrent_requests", 256)))
+    keys = [k for k in spec.api_keys if k]
+    admin_token = spec.admin_token
+    log = JsonlLog(spec.request_log, spec.log_max_bytes, spec.log_backups)
+    feedback_log = JsonlLog(spec.feedback_path, spec.log_max_bytes, spec.log_backups)
+    log_content, redact_kinds, sample_rate = spec.log_content, spec.log_redact, spec.log_sample_rate
+    max_body, max_new_tokens, body_timeout = spec.max_body_bytes, spec.max_new_tokens, spec.body_timeout_s
+    admission = Admission(spec.max_concurrent_requests)
     rng = random.Random()
     metrics = Metrics()
-    served = spec["model_name"]
-    base_model = (spec.get("base") or {}).get("base")
-    current = {"ref": spec.get("model_ref", served),
-               "aliases": {served, spec.get("model_ref", served), *spec.get("model_aliases", [])},
-               "sampling": sampling_defaults(spec["model_dir"], base_model)}
+    served = spec.model_name
+    base_model = spec.base.base
+    current = {"ref": spec.model_ref or served,
+               "aliases": {served, spec.model_ref or served, *spec.model_aliases},
+               "sampling": sampling_defaults(spec.model_dir, base_model, revision=spec.base.revision)}
     backend.on_restart = lambda event: metrics.restarts.labels(
             backend.name, "ok" if event.get("ok") else "failed").inc()
 
@@ -384,7 +381,7 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     def model_card() -> dict[str, Any]:
-        return {"id": served, "object": "model", "created": spec.get("created", int(time.time())),
+        return {"id": served, "object": "model", "created": spec.created,
                 "owned_by": "llmops", "root": current["ref"]}
 
     @app.get("/v1/models")
@@ -449,7 +446,7 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
             body = parse(ReloadRequest, await read_json(request))
         except ApiError as exc:
             return _error(exc)
-        model = ModelSpec.from_dict(body.model_dump())
+        model = ModelSpec.of(body.model_dir, body.model_ref, body.model_name, body.lora_rank)
         try:
             await run_in_threadpool(backend.reload, model)
         except LlmopsError as exc:
@@ -473,11 +470,12 @@ def create_app(spec: dict[str, Any], backend: Backend | None = None) -> FastAPI:
     return app
 
 
-def make_backend(spec: dict[str, Any]) -> Backend:
-    """The backend object named by spec['backend'] (selection itself happens in lifecycle.select_backend)."""
+def make_backend(spec: ServeSpec | dict[str, Any]) -> Backend:
+    """The backend object named by spec.backend (selection itself happens in lifecycle.select_backend)."""
     from llmops_cli.serving.backends import TransformersBackend, VllmBackend
 
-    if spec.get("backend") == "vllm":
+    spec = ServeSpec.of(spec)
+    if spec.backend == "vllm":
         return VllmBackend(spec)
     return TransformersBackend(spec)
 
@@ -523,20 +521,20 @@ def _error(exc: ApiError) -> JSONResponse:
                         status_code=exc.status, headers=exc.headers or None)
 
 
-def run_server(spec: dict[str, Any]) -> None:
+def run_server(spec: ServeSpec) -> None:
     """Serve `spec` in this process until SIGINT/SIGTERM: the one start path of `llmops serve`, in the
     foreground and in the detached process alike (same keys, same uvicorn options)."""
     import uvicorn
 
-    spec = {**spec, "api_keys": load_api_keys(spec.get("api_keys_env"), spec.get("api_keys_file"))}
-    uvicorn.run(create_app(spec), host=spec["host"], port=spec["port"], log_level="warning", access_log=False,
-                timeout_graceful_shutdown=int(spec.get("graceful_shutdown_s", 10)))
+    spec = spec.model_copy(update={"api_keys": load_api_keys(spec.api_keys_env, spec.api_keys_file)})
+    uvicorn.run(create_app(spec), host=spec.host, port=spec.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=int(spec.graceful_shutdown_s))
 
 
 def main() -> None:
     import sys
 
-    run_server(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")))
+    run_server(ServeSpec.model_validate_json(Path(sys.argv[1]).read_text(encoding="utf-8")))
 
 
 if __name__ == "__main__":

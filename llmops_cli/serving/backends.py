@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_cli.errors import BackendUnavailable
+from llmops_cli.serving.spec import ServeSpec
 from llmops_cli.utils import atomic_write_text
 
 # vLLM accepts only these LoRA ranks for --max-lora-rank.
@@ -70,9 +71,9 @@ class ModelSpec:
     is_adapter: bool = False
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        return cls(**{k: data.get(k) for k in ("model_dir", "model_ref", "model_name", "lora_rank")},
-                   is_adapter=(Path(data["model_dir"]) / "adapter_config.json").is_file())
+    def of(cls, model_dir: str, model_ref: str, model_name: str, lora_rank: int | None = None) -> ModelSpec:
+        return cls(model_dir, model_ref or model_name, model_name, lora_rank,
+                   is_adapter=(Path(model_dir) / "adapter_config.json").is_file())
 
 
 class Backend:
@@ -80,9 +81,9 @@ class Backend:
 
     name = "base"
 
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.spec = spec
-        self.model = ModelSpec.from_dict(spec)
+    def __init__(self, spec: ServeSpec | dict[str, Any]) -> None:
+        self.spec = ServeSpec.of(spec)
+        self.model = ModelSpec.of(self.spec.model_dir, self.spec.model_ref, self.spec.model_name, self.spec.lora_rank)
         self.error: str | None = None
         self.hint: str | None = None
         self.restarts: list[dict[str, Any]] = []  # one event per restart of a dead engine (shown by /ready)
@@ -137,7 +138,7 @@ class TransformersBackend(Backend):
 
     name = "transformers"
 
-    def __init__(self, spec: dict[str, Any], engine: Any = None) -> None:
+    def __init__(self, spec: ServeSpec | dict[str, Any], engine: Any = None) -> None:
         super().__init__(spec)
         self.engine = engine
         self._reload_lock = threading.Lock()
@@ -149,11 +150,9 @@ class TransformersBackend(Backend):
         return "failed" if self.error else "loading"
 
     def start(self) -> None:
-        from llmops_cli.serving.engine import TransformersEngine
 
         if self.engine is None:
-            self.engine = TransformersEngine(self.spec["base"], self.model.model_dir, self.spec.get("device", "cpu"),
-                                             int(self.spec.get("max_batch", 32)))
+            self.engine = self._engine(self.model)
         if self.engine.ready:
             return
         try:
@@ -165,12 +164,15 @@ class TransformersBackend(Backend):
     def stop(self) -> None:
         self.engine = None
 
-    def reload(self, model: ModelSpec) -> None:
+    def _engine(self, model: ModelSpec) -> Any:
         from llmops_cli.serving.engine import TransformersEngine
 
+        return TransformersEngine(self.spec.base.model_dump(), model.model_dir, self.spec.device, self.spec.max_batch)
+
+    def reload(self, model: ModelSpec) -> None:
+
         with self._reload_lock:
-            fresh = TransformersEngine(self.spec["base"], model.model_dir, self.spec.get("device", "cpu"),
-                                       int(self.spec.get("max_batch", 32)))
+            fresh = self._engine(model)
             try:
                 fresh.load()
             except Exception as exc:
@@ -190,7 +192,7 @@ class TransformersBackend(Backend):
         if engine is None or not engine.ready:
             raise ApiError(503, "model is still loading", "server_error", "not_ready")
         prompts = self._prompts(engine, kind, body)
-        max_tokens = (body.get("max_completion_tokens") or body.get("max_tokens") or self.spec["max_new_tokens"])
+        max_tokens = (body.get("max_completion_tokens") or body.get("max_tokens") or self.spec.max_new_tokens)
         counts = [await run_in_threadpool(engine.count_tokens, p) for p in prompts]
         for count in counts:
             self._check_length(engine, count, max_tokens)
@@ -199,7 +201,7 @@ class TransformersBackend(Backend):
         stop = body.get("stop")
         stops = [stop] if isinstance(stop, str) else (stop or [])
         response_id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{request_id}"
-        served = self.spec["model_name"]
+        served = self.spec.model_name
         if body.get("stream"):
             return self._stream(engine, kind, prompts[0], max_tokens, sampling, stops, response_id, served)
         # Every choice is queued at once so that they share a batch; a seed makes the first sample of each
@@ -236,7 +238,7 @@ class TransformersBackend(Backend):
         return list(prompt)
 
     def _check_length(self, engine: Any, prompt_tokens: int, max_tokens: int) -> None:
-        limit = self.spec["max_prompt_tokens"]
+        limit = self.spec.max_prompt_tokens
         if prompt_tokens > limit:
             raise ApiError(400, f"prompt has {prompt_tokens} tokens; the limit is {limit}",
                            code="context_length_exceeded")
@@ -349,27 +351,27 @@ def vllm_lora_rank(rank: int | None, configured: int | None) -> int:
                              hint="use the transformers backend, or merge the adapter and register a full model")
 
 
-def vllm_command(spec: dict[str, Any], model: ModelSpec, port: int) -> list[str]:
+def vllm_command(spec: ServeSpec | dict[str, Any], model: ModelSpec, port: int) -> list[str]:
     """The argv that launches vLLM's OpenAI server for `model` (documented CLI flags only)."""
+    spec = ServeSpec.of(spec)
     from llmops_cli.serving.vllm_env import engine_args, resolve_dtype
 
-    v = spec["vllm"]
-    base = spec["base"]
-    weights = base["base"] if model.is_adapter else model.model_dir
-    dtype = resolve_dtype(v["dtype"], base.get("dtype") or "auto", weights)
-    cmd = [v.get("python") or sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+    v, base = spec.vllm, spec.base
+    weights = base.base if model.is_adapter else model.model_dir
+    dtype = resolve_dtype(v.dtype, base.dtype, weights)
+    cmd = [v.python or sys.executable, "-m", "vllm.entrypoints.openai.api_server",
            "--host", "127.0.0.1", "--port", str(port), "--model", weights,
-           "--served-model-name", spec["model_name"], *engine_args(v, v.get("device") or "cuda", dtype)]
+           "--served-model-name", spec.model_name, *engine_args(v.model_dump(), v.device or "cuda", dtype)]
     if model.is_adapter:
         cmd += ["--enable-lora", "--lora-modules", f"{lora_name(model)}={model.model_dir}",
-                "--max-lora-rank", str(vllm_lora_rank(model.lora_rank, v.get("max_lora_rank"))),
-                "--max-loras", str(v["max_loras"])]
-        if base.get("revision"):
-            cmd += ["--revision", base["revision"]]
-    if base.get("trust_remote_code"):
+                "--max-lora-rank", str(vllm_lora_rank(model.lora_rank, v.max_lora_rank)),
+                "--max-loras", str(v.max_loras)]
+        if base.revision:
+            cmd += ["--revision", base.revision]
+    if base.trust_remote_code:
         cmd.append("--trust-remote-code")
-    cmd.append("--enable-prefix-caching" if v["enable_prefix_caching"] else "--no-enable-prefix-caching")
-    return cmd + list(v.get("extra_args") or [])
+    cmd.append("--enable-prefix-caching" if v.enable_prefix_caching else "--no-enable-prefix-caching")
+    return cmd + list(v.extra_args)
 
 
 class VllmBackend(Backend):
@@ -391,17 +393,16 @@ class VllmBackend(Backend):
     HEALTH_EVERY_S = 5.0
     HEALTH_FAILURES = 3  # consecutive /health failures of a live child before it is restarted
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: ServeSpec | dict[str, Any]) -> None:
         super().__init__(spec)
-        v = spec["vllm"]
-        self.port = int(v.get("port") or spec["port"] + 1)
+        self.port = self.spec.vllm_port
         self.url = f"http://127.0.0.1:{self.port}"
-        self.device = v.get("device") or "cuda"
-        self.log_path = Path(spec.get("vllm_log") or Path(spec["request_log"]).with_name("vllm.log"))
+        self.device = self.spec.vllm.device or "cuda"
+        self.log_path = Path(self.spec.vllm_log_path)
         self.proc: subprocess.Popen[bytes] | None = None
         self._ready = False
         self._client: Any = None
-        self.current = lora_name(self.model) if self.model.is_adapter else spec["model_name"]
+        self.current = lora_name(self.model) if self.model.is_adapter else self.spec.model_name
         self._inflight: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -446,15 +447,15 @@ class VllmBackend(Backend):
             # signalled with it; its id is written next to the log for `serve stop` (lifecycle.py),
             # which reaches it even if this gateway was killed first.
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=engine_env(self.spec["vllm"], self.device),
-                                         start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         env=engine_env(self.spec.vllm.model_dump(), self.device))
         atomic_write_text(vllm_pgid_file(self.log_path, os.getpid()), f"{self.proc.pid}\n")
 
     def start(self) -> None:
         started = time.monotonic()
         self._launch()
         try:
-            self.wait_ready(float(self.spec.get("ready_timeout_s", 600)))
+            self.wait_ready(self.spec.ready_timeout_s)
         except BackendUnavailable as exc:
             self.error, self.hint = self.error or exc.message, exc.hint
             self.stop()
@@ -508,17 +509,17 @@ class VllmBackend(Backend):
             if proc is not None:
                 self._terminate(proc, grace_s=0)  # its engine core may have outlived it
             reason = self._exit_reason(since_last_start=True)
-            v = self.spec["vllm"]
-            if len(self.restarts) >= int(v.get("max_restarts", 5)):
+            v = self.spec.vllm
+            if len(self.restarts) >= v.max_restarts:
                 self.hint = (f"it was restarted {len(self.restarts)} times (serve.vllm.max_restarts); "
                              f"see {self.log_path}")
                 self.error = f"{reason}; not restarted again"
                 self._say(f"{self.error} ({self.hint})")
                 return
-            backoff = min(float(v.get("restart_backoff_s", 2.0)) * 2 ** failures, 60.0)
+            backoff = min(v.restart_backoff_s * 2 ** failures, 60.0)
             self._back_at = time.monotonic() + backoff + self._start_seconds
             self._say(f"{reason}; restarting in {backoff:.0f}s (restart {len(self.restarts) + 1} of "
-                      f"{v.get('max_restarts', 5)})")
+                      f"{v.max_restarts})")
             if self._stopping.wait(backoff):
                 return
             failures = 0 if self._restart(reason) else failures + 1
@@ -530,7 +531,7 @@ class VllmBackend(Backend):
                                  "model_ref": self.model.model_ref}
         try:
             self._launch()
-            self.wait_ready(float(self.spec.get("ready_timeout_s", 600)))
+            self.wait_ready(self.spec.ready_timeout_s)
             event.update(ok=True, seconds=round(time.monotonic() - started, 1))
             self._start_seconds = time.monotonic() - started
             self._say(f"vLLM is back after {event['seconds']}s, serving {self.model.model_ref}")
@@ -636,7 +637,7 @@ class VllmBackend(Backend):
             raise BackendUnavailable(
                 f"vLLM switches LoRA adapters at runtime only; {model.model_ref} or the served model is a full model",
                 hint="restart instead: `llmops serve --detach --set serve.source=...`")
-        started_rank = vllm_lora_rank(self.model.lora_rank, self.spec["vllm"].get("max_lora_rank"))
+        started_rank = vllm_lora_rank(self.model.lora_rank, self.spec.vllm.max_lora_rank)
         if (model.lora_rank or 0) > started_rank:
             raise BackendUnavailable(f"{model.model_ref} has LoRA rank {model.lora_rank} but vLLM was started with "
                                      f"--max-lora-rank {started_rank}",
@@ -693,7 +694,7 @@ class VllmBackend(Backend):
             raise self._unavailable(self.error or ("restarting after its engine died" if state == "restarting"
                                                    else "still starting"))
         name = self.current
-        served = self.spec["model_name"]
+        served = self.spec.model_name
         body = {**body, "model": name}
         path = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
         if body.get("stream"):

@@ -15,8 +15,9 @@ from typing import Any
 
 from llmops_cli.config.schema import ProjectConfig
 from llmops_cli.errors import BackendUnavailable, ConfigError
+from llmops_cli.serving.spec import ServeSpec
 from llmops_cli.serving.vllm_env import VllmInfo, probe_vllm, vllm_python
-from llmops_cli.utils import atomic_write_json
+from llmops_cli.utils import atomic_write_json, atomic_write_text
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -99,8 +100,9 @@ def _describe(info: VllmInfo) -> str:
     return f"{info.distribution or 'vllm'} {info.version or '(version unknown)'} on {info.device} ({info.python})"
 
 
-def build_spec(cfg: ProjectConfig, served: Served, choice: BackendChoice) -> dict[str, Any]:
-    """Everything the server process needs, minus secrets (API keys stay in the environment or file)."""
+def build_spec(cfg: ProjectConfig, served: Served, choice: BackendChoice) -> ServeSpec:
+    """Everything the server process needs, minus secrets (API keys stay in the environment or file).
+    Derived values (absolute paths, the vLLM device and interpreter) are decided here and nowhere else."""
     import secrets
 
     from llmops_cli.serving.app import load_api_keys
@@ -122,7 +124,7 @@ def build_spec(cfg: ProjectConfig, served: Served, choice: BackendChoice) -> dic
     base = cfg.model.model_dump()
     if Path(base["base"]).exists():
         base["base"] = os.path.abspath(base["base"])  # the server may run from another directory
-    return {
+    return ServeSpec.model_validate({
         "backend": backend,
         "base": base,
         "model_dir": os.path.abspath(served.model_dir),
@@ -154,7 +156,7 @@ def build_spec(cfg: ProjectConfig, served: Served, choice: BackendChoice) -> dic
                  "device": choice.vllm.device if choice.vllm else None},
         "vllm_log": os.path.abspath(Path(scfg.endpoint_file).with_name("vllm.log")),
         "created": int(time.time()),
-    }
+    })
 
 
 def check_port_free(host: str, port: int, what: str = "serve.port") -> None:
@@ -171,9 +173,9 @@ def check_port_free(host: str, port: int, what: str = "serve.port") -> None:
             ) from None
 
 
-def url_of(spec: dict[str, Any]) -> str:
-    host = "127.0.0.1" if spec["host"] in ("0.0.0.0", "localhost") else spec["host"]
-    return f"http://{host}:{spec['port']}"
+def url_of(spec: ServeSpec) -> str:
+    host = "127.0.0.1" if spec.host in ("0.0.0.0", "localhost") else spec.host
+    return f"http://{host}:{spec.port}"
 
 
 def server_command(spec_path: str) -> list[str]:
@@ -184,27 +186,28 @@ def spec_path_for(endpoint_file: str) -> Path:
     return Path(endpoint_file).with_name("spec.json")
 
 
-def write_spec(spec: dict[str, Any], endpoint_file: str, suffix: str = "") -> str:
+def write_spec(spec: ServeSpec, endpoint_file: str, suffix: str = "") -> str:
     """The server's spec file, readable by its owner only (it holds the admin token)."""
     path = spec_path_for(endpoint_file).with_name(f"spec{suffix}.json")
-    atomic_write_json(path, spec)
+    atomic_write_text(path, spec.to_file())
     os.chmod(path, 0o600)
     return str(path)
 
 
-def start_detached(spec: dict[str, Any], endpoint_file: str, timeout_s: float) -> dict[str, Any]:
+def start_detached(spec: ServeSpec | dict[str, Any], endpoint_file: str, timeout_s: float) -> dict[str, Any]:
     """Start the server in its own session, wait until /ready, write the endpoint file.
 
     Replace, then switch: a server of this project that is already running keeps serving until the new
     one is ready (on a free port if it holds serve.port), and is stopped only then. If the new one fails,
     the old one is left serving and the error says so.
     """
+    spec = ServeSpec.of(spec)
     old = read_endpoint(endpoint_file)
     old_alive = old is not None and _alive(int(old["pid"]))
     if not old_alive:
         stop_server(endpoint_file)  # a stale file, and any engine a killed gateway left behind
     spec = _ports_for_new_server(spec, old if old_alive else None)
-    spec_path = write_spec(spec, endpoint_file, suffix=f".{spec['port']}.next" if old_alive else "")
+    spec_path = write_spec(spec, endpoint_file, suffix=f".{spec.port}.next" if old_alive else "")
     log_path = Path(endpoint_file).with_name("server.log")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(server_command(spec_path), stdout=log, stderr=subprocess.STDOUT,
@@ -223,9 +226,9 @@ def start_detached(spec: dict[str, Any], endpoint_file: str, timeout_s: float) -
         raise
     if old_alive:
         os.replace(spec_path, spec_path_for(endpoint_file))  # reload/stop now find the new server's token
-    endpoint = {"url": url, "pid": proc.pid, "model": spec["model_name"], "model_ref": spec["model_ref"],
-                "backend": spec["backend"], "log": str(log_path), "request_log": spec["request_log"],
-                "feedback_log": spec["feedback_log"], "metrics": f"{url}/metrics",
+    endpoint = {"url": url, "pid": proc.pid, "model": spec.model_name, "model_ref": spec.model_ref,
+                "backend": spec.backend, "log": str(log_path), "request_log": spec.request_log,
+                "feedback_log": spec.feedback_path, "metrics": f"{url}/metrics",
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     atomic_write_json(endpoint_file, endpoint)
     if old_alive:
@@ -234,21 +237,19 @@ def start_detached(spec: dict[str, Any], endpoint_file: str, timeout_s: float) -
     return endpoint
 
 
-def _ports_for_new_server(spec: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+def _ports_for_new_server(spec: ServeSpec, old: dict[str, Any] | None) -> ServeSpec:
     """serve.port (and the vLLM port) when free; while the old server holds them, free ones instead.
     Without an old server, a port in use is an error, as before."""
-    spec = {**spec, "vllm": dict(spec.get("vllm") or {})}
-    vllm_port = int(spec["vllm"].get("port") or spec["port"] + 1)
+    vllm_port = spec.vllm_port
     if old is None:
-        check_port_free(spec["host"], spec["port"])
-        if spec["backend"] == "vllm":
+        check_port_free(spec.host, spec.port)
+        if spec.backend == "vllm":
             check_port_free("127.0.0.1", vllm_port, "serve.vllm.port")
         return spec
-    if not _port_free(spec["host"], spec["port"]):
-        spec["port"] = _free_port(spec["host"])
-    if spec["backend"] == "vllm" and not _port_free("127.0.0.1", vllm_port):
-        spec["vllm"]["port"] = _free_port("127.0.0.1")
-    return spec
+    port = spec.port if _port_free(spec.host, spec.port) else _free_port(spec.host)
+    if spec.backend == "vllm" and not _port_free("127.0.0.1", vllm_port):
+        vllm_port = _free_port("127.0.0.1")
+    return spec.model_copy(update={"port": port, "vllm": spec.vllm.model_copy(update={"port": vllm_port})})
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -265,7 +266,7 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-def announce_foreground(spec: dict[str, Any], endpoint_file: str) -> dict[str, Any]:
+def announce_foreground(spec: ServeSpec, endpoint_file: str) -> dict[str, Any]:
     """Write the spec and endpoint files for a server running in this process, so that `serve
     status|ask|reload|stop` (and `register promote --reload`) find a foreground server too.
     A live server already recorded there is refused: overwriting its record would orphan it."""
@@ -276,9 +277,9 @@ def announce_foreground(spec: dict[str, Any], endpoint_file: str) -> dict[str, A
                                  hint="stop it with `llmops serve stop`, replace it with `llmops serve --detach`, or "
                                       "give this one its own --set serve.endpoint_file=... and serve.port")
     write_spec(spec, endpoint_file)
-    endpoint = {"url": url_of(spec), "pid": os.getpid(), "foreground": True, "model": spec["model_name"],
-                "model_ref": spec["model_ref"], "backend": spec["backend"], "log": None,
-                "request_log": spec["request_log"], "feedback_log": spec["feedback_log"],
+    endpoint = {"url": url_of(spec), "pid": os.getpid(), "foreground": True, "model": spec.model_name,
+                "model_ref": spec.model_ref, "backend": spec.backend, "log": None,
+                "request_log": spec.request_log, "feedback_log": spec.feedback_path,
                 "metrics": f"{url_of(spec)}/metrics",
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     atomic_write_json(endpoint_file, endpoint)
@@ -359,8 +360,8 @@ def reload_server(cfg: ProjectConfig, source: str | None = None) -> dict[str, An
         raise BackendUnavailable(f"no server is running (endpoint file: {endpoint_file})",
                                  hint="start one with `llmops serve --detach`")
     try:
-        spec = json.loads(spec_path_for(endpoint_file).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        spec = ServeSpec.model_validate_json(spec_path_for(endpoint_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
         raise BackendUnavailable(f"cannot read the running server's spec next to {endpoint_file}",
                                  hint="restart it with `llmops serve --detach`") from None
     served = resolve_source(cfg, source)
@@ -376,7 +377,7 @@ def reload_server(cfg: ProjectConfig, source: str | None = None) -> dict[str, An
             "model_name": served.model_name, "lora_rank": served.lora_rank, "aliases": list(served.aliases)}
     try:
         response = httpx.post(f"{endpoint['url']}/admin/reload", json=body, timeout=cfg.serve.ready_timeout_s,
-                              headers={"X-Llmops-Admin-Token": spec.get("admin_token") or ""})
+                              headers={"X-Llmops-Admin-Token": spec.admin_token or ""})
     except httpx.HTTPError as exc:
         raise BackendUnavailable(f"cannot reach the server at {endpoint['url']}: {type(exc).__name__}",
                                  hint="`llmops serve status`") from None

@@ -29,10 +29,6 @@ class SamplingDefaults:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> SamplingDefaults:
-        return cls(**data) if data else cls()
-
     def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         """The request with every unset sampling parameter filled in (explicit values win)."""
         filled = dict(body)

@@ -208,9 +208,9 @@ def test_a_new_deploy_replaces_the_old_server_once_ready(running):
 def test_a_foreground_server_does_not_orphan_a_detached_one(running):
     cfg, endpoint, _ = running
     spec = lifecycle.build_spec(cfg, lifecycle.resolve_source(cfg), TRANSFORMERS)
-    assert spec["device"] == "auto"  # the transformers backend is told where to run
+    assert spec.device == "auto"  # the transformers backend is told where to run
     with pytest.raises(BackendUnavailable, match="already running"):
-        lifecycle.announce_foreground({**spec, "port": free_port()}, cfg.serve.endpoint_file)
+        lifecycle.announce_foreground(spec.model_copy(update={"port": free_port()}), cfg.serve.endpoint_file)
     assert lifecycle.read_endpoint(cfg.serve.endpoint_file)["pid"] == endpoint["pid"]
 
 

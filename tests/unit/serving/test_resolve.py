@@ -35,7 +35,7 @@ def test_registry_ref_resolves_to_a_verified_dir_with_serve_readiness(tmp_path):
     assert served.lora_rank == 32  # the registry's record wins over re-reading the adapter
     assert (tmp_path / "registry").resolve() in Path(served.model_dir).resolve().parents
     spec = lifecycle.build_spec(cfg, served, VLLM)
-    assert spec["lora_rank"] == 32 and spec["backend"] == "vllm" and spec["admin_token"]
+    assert spec.lora_rank == 32 and spec.backend == "vllm" and spec.admin_token
     assert "api_keys" not in spec  # keys never reach the spec file
 
 
@@ -44,7 +44,7 @@ def test_requires_merge_is_refused_for_vllm(tmp_path):
     served = lifecycle.resolve_source(cfg)
     with pytest.raises(ConfigError, match="needs merging"):
         lifecycle.build_spec(cfg, served, VLLM)
-    assert lifecycle.build_spec(cfg, served, TRANSFORMERS)["backend"] == "transformers"
+    assert lifecycle.build_spec(cfg, served, TRANSFORMERS).backend == "transformers"
 
 
 def test_tampered_version_is_refused(tmp_path):

@@ -42,10 +42,14 @@ def _spec(tmp: Path, model_dir: Path, port: int, **vllm) -> dict:
             "vllm": {**VLLM_DEFAULTS, "port": free_port(), **vllm}, "vllm_log": str(tmp / "serve/vllm.log")}
 
 
+def _model(spec: dict) -> ModelSpec:
+    return ModelSpec.of(spec["model_dir"], spec["model_ref"], spec["model_name"], spec["lora_rank"])
+
+
 def test_command_for_an_adapter_passes_every_parameter(tmp_path):
     adapter = _adapter(tmp_path, "v1", rank=12)
     spec = _spec(tmp_path, adapter, 9000)
-    cmd = vllm_command(spec, ModelSpec.from_dict({**spec, "lora_rank": 12}), 9001)
+    cmd = vllm_command(spec, ModelSpec.of(spec["model_dir"], spec["model_ref"], spec["model_name"], 12), 9001)
     assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     flags = dict(zip(cmd[3::1], cmd[4::1], strict=False))
     assert flags["--model"] == "meta-llama/Llama-3.2-1B" and flags["--port"] == "9001"
@@ -62,7 +66,7 @@ def test_command_for_a_full_model_has_no_lora_flags(tmp_path):
     full = tmp_path / "merged"
     full.mkdir()
     spec = _spec(tmp_path, full, 9000, enable_prefix_caching=False, quantization=None, max_model_len=None)
-    cmd = vllm_command(spec, ModelSpec.from_dict(spec), 9001)
+    cmd = vllm_command(spec, _model(spec), 9001)
     assert cmd[cmd.index("--model") + 1] == str(full)
     assert "--enable-lora" not in cmd and "--quantization" not in cmd and "--max-model-len" not in cmd
     assert "--no-enable-prefix-caching" in cmd
@@ -151,7 +155,7 @@ def test_cpu_command_sizes_the_kv_cache_instead_of_a_ram_fraction(tmp_path):
     from llmops_cli.serving.vllm_env import engine_env
 
     spec = _spec(tmp_path, _adapter(tmp_path, "v1"), 9000, device="cpu", cpu_kvcache_gib=3)
-    cmd = vllm_command(spec, ModelSpec.from_dict(spec), 9001)
+    cmd = vllm_command(spec, _model(spec), 9001)
     assert "--gpu-memory-utilization" not in cmd and "--tensor-parallel-size" not in cmd
     assert engine_env(spec["vllm"], "cpu")["VLLM_CPU_KVCACHE_SPACE"] == "3"
     assert "VLLM_CPU_KVCACHE_SPACE" not in engine_env(spec["vllm"], "cuda") or os.environ.get(
@@ -164,13 +168,13 @@ def test_dtype_follows_the_model_unless_configured(tmp_path):
     (base / "config.json").write_text(json.dumps({"dtype": "float32"}))
     spec = _spec(tmp_path, _adapter(tmp_path, "v1"), 9000, dtype="auto")
     spec["base"]["base"] = str(base)
-    cmd = vllm_command(spec, ModelSpec.from_dict(spec), 9001)
+    cmd = vllm_command(spec, _model(spec), 9001)
     assert cmd[cmd.index("--dtype") + 1] == "float32"  # vLLM's own auto would pick bfloat16
     spec["base"]["dtype"] = "bfloat16"
-    cmd = vllm_command(spec, ModelSpec.from_dict(spec), 9001)
+    cmd = vllm_command(spec, _model(spec), 9001)
     assert cmd[cmd.index("--dtype") + 1] == "bfloat16"
     spec["vllm"]["dtype"] = "float16"
-    cmd = vllm_command(spec, ModelSpec.from_dict(spec), 9001)
+    cmd = vllm_command(spec, _model(spec), 9001)
     assert cmd[cmd.index("--dtype") + 1] == "float16"
 
 
