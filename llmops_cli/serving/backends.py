@@ -197,7 +197,9 @@ class TransformersBackend(Backend):
         for count in counts:
             self._check_length(engine, count, max_tokens)
         sampling = {"temperature": float(body.get("temperature") or 0.0), "top_p": float(body.get("top_p", 1.0)),
-                    "top_k": int(body.get("top_k") or 0), "seed": body.get("seed")}
+                    "top_k": int(body.get("top_k") or 0), "seed": body.get("seed"),
+                    "presence_penalty": body.get("presence_penalty"),
+                    "frequency_penalty": body.get("frequency_penalty"), "logprobs": _logprobs_wanted(kind, body)}
         stop = body.get("stop")
         stops = [stop] if isinstance(stop, str) else (stop or [])
         response_id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{request_id}"
@@ -211,9 +213,11 @@ class TransformersBackend(Backend):
             for prompt in prompts for i in range(body.get("n") or 1)))
         if kind == "chat":
             choices = [{"index": i, "message": {"role": "assistant", "content": r.text},
-                        "finish_reason": r.finish_reason} for i, r in enumerate(results)]
+                        "logprobs": _chat_logprobs(r.logprobs), "finish_reason": r.finish_reason}
+                       for i, r in enumerate(results)]
         else:
-            choices = [{"index": i, "text": r.text, "finish_reason": r.finish_reason} for i, r in enumerate(results)]
+            choices = [{"index": i, "text": r.text, "logprobs": _completion_logprobs(r.logprobs),
+                        "finish_reason": r.finish_reason} for i, r in enumerate(results)]
         usage = {"prompt_tokens": sum(counts), "completion_tokens": sum(r.completion_tokens for r in results)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         meta = {"response_id": response_id, **usage, "finish_reason": results[0].finish_reason, "text": results[0].text}
@@ -295,6 +299,35 @@ class TransformersBackend(Backend):
             yield b"data: [DONE]\n\n"
 
         return Reply(200, chunks=chunks(), meta=meta)
+
+
+def _logprobs_wanted(kind: str, body: dict[str, Any]) -> int | None:
+    """How many alternatives per token (0: the chosen token's only), or None: no logprobs."""
+    if kind == "chat":
+        return int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
+    return int(body["logprobs"]) if body.get("logprobs") is not None else None
+
+
+def _chat_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    if entries is None:
+        return None
+
+    def item(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    return {"content": [{**item(e["token"], e["logprob"]), "top_logprobs": [item(t, lp) for t, lp in e["top"]]}
+                        for e in entries]}
+
+
+def _completion_logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    if entries is None:
+        return None
+    offsets, at = [], 0
+    for e in entries:
+        offsets.append(at)
+        at += len(e["token"])
+    return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [dict(e["top"]) for e in entries], "text_offset": offsets}
 
 
 class StopScanner:

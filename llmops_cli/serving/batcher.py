@@ -25,7 +25,7 @@ class Job:
     ids: list[int]
     max_tokens: int
     sampling: dict[str, Any]
-    future: concurrent.futures.Future[list[int]] = field(default_factory=concurrent.futures.Future)
+    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -33,10 +33,12 @@ class Job:
         """Jobs with equal keys can share a generate call."""
         if self.sampling.get("seed") is not None:
             return ("seeded", id(self))
-        temperature = float(self.sampling.get("temperature") or 0.0)
+        s = self.sampling
+        shared = (float(s.get("presence_penalty") or 0), float(s.get("frequency_penalty") or 0), s.get("logprobs"))
+        temperature = float(s.get("temperature") or 0.0)
         if temperature <= 0:
-            return ("greedy",)
-        return ("sample", temperature, float(self.sampling.get("top_p", 1.0)), int(self.sampling.get("top_k") or 0))
+            return ("greedy", *shared)
+        return ("sample", temperature, float(s.get("top_p", 1.0)), int(s.get("top_k") or 0), *shared)
 
 
 class Batcher:
@@ -51,8 +53,9 @@ class Batcher:
         self._worker = threading.Thread(target=self._run, name="llmops-batcher", daemon=True)
         self._worker.start()
 
-    async def submit(self, ids: list[int], max_tokens: int, sampling: dict[str, Any]) -> list[int]:
-        """Generated token ids (EOS included when it was generated) for one prompt."""
+    async def submit(self, ids: list[int], max_tokens: int, sampling: dict[str, Any]) -> Any:
+        """What the engine's generate_batch gives for one prompt: its generated token ids (EOS included
+        when it was generated) and their logprobs when the sampling parameters ask for them."""
         job = Job(ids, max_tokens, sampling)
         self._queue.put(job)
         try:

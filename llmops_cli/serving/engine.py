@@ -16,6 +16,25 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    # per generated token, when asked: {"id", "token", "logprob", "top": [(token, logprob), ...]}
+    logprobs: list[dict[str, Any]] | None = None
+
+
+class _Penalties:
+    """OpenAI's presence and frequency penalties on the tokens generated so far (a logits processor):
+    logit -= presence * [count > 0] + frequency * count."""
+
+    def __init__(self, presence: float, frequency: float, prompt_width: int) -> None:
+        self.presence, self.frequency, self.width = presence, frequency, prompt_width
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        generated = input_ids[:, self.width:]
+        if generated.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+        return scores - self.presence * (counts > 0).to(scores.dtype) - self.frequency * counts
 
 
 class TransformersEngine:
@@ -91,12 +110,19 @@ class TransformersEngine:
 
             torch.manual_seed(int(sampling["seed"]))
 
-    def _generate_kwargs(self, max_tokens: int, sampling: dict[str, Any] | None) -> dict[str, Any]:
+    def _generate_kwargs(self, max_tokens: int, sampling: dict[str, Any] | None,
+                         prompt_width: int | None = None) -> dict[str, Any]:
         """Every sampling parameter explicit, so that the model's generation_config (and transformers'
         own top_k=50 default) cannot differ from what the gateway decided (serving/sampling.py)."""
         sampling = sampling or {}
         kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "eos_token_id": self.tokenizer.eos_token_id,
                                   "pad_token_id": self.tokenizer.pad_token_id}
+        presence = float(sampling.get("presence_penalty") or 0)
+        frequency = float(sampling.get("frequency_penalty") or 0)
+        if (presence or frequency) and prompt_width is not None:
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([_Penalties(presence, frequency, prompt_width)])
         temperature = float(sampling.get("temperature") or 0.0)
         if temperature > 0:
             kwargs.update(do_sample=True, temperature=temperature, top_p=float(sampling.get("top_p", 1.0)),
@@ -110,12 +136,17 @@ class TransformersEngine:
         """One answer, generated in a batch with whatever else is waiting (serving/batcher.py)."""
         prompt_ids = prompt if isinstance(prompt, list) else self.tokenizer(prompt, add_special_tokens=False)[
             "input_ids"]
-        ids = await self.batcher.submit(list(prompt_ids), max_tokens, sampling or {})
-        return self._completion(ids, len(prompt_ids), stop)
+        ids, logprobs = await self.batcher.submit(list(prompt_ids), max_tokens, sampling or {})
+        completion = self._completion(ids, len(prompt_ids), stop)
+        if logprobs is not None:  # the tokens of the answer as returned (up to a stop cut, EOS excluded)
+            completion.logprobs = logprobs[: max(0, len(ids) - (1 if completion.finish_reason == "stop"
+                                                                and ids and ids[-1] == self.tokenizer.eos_token_id
+                                                                else 0))]
+        return completion
 
-    def generate_batch(self, jobs: list[Any]) -> list[list[int]]:
-        """Generated ids of each job, in one left-padded generate; each row stops at its EOS, its own
-        max_tokens, or when its client has gone (called by the batcher's worker thread)."""
+    def generate_batch(self, jobs: list[Any]) -> list[tuple[list[int], list[dict[str, Any]] | None]]:
+        """Generated ids of each job (and their logprobs when asked), in one left-padded generate; each row
+        stops at its EOS, its own max_tokens, or when its client has gone (called by the batcher's worker)."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -130,18 +161,36 @@ class TransformersEngine:
                 gone = torch.tensor([j.cancelled.is_set() or j.future.cancelled() for j in jobs])
                 return (input_ids.shape[1] - width >= budgets) | gone
 
+        sampling = jobs[0].sampling  # the batcher groups jobs with equal sampling parameters
+        want_logprobs = sampling.get("logprobs") is not None
         with self._lock, torch.inference_mode():
-            self._seed(jobs[0].sampling)
+            self._seed(sampling)
             out = self.model.generate(input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
                                       stopping_criteria=StoppingCriteriaList([_RowDone()]),
-                                      **self._generate_kwargs(int(budgets.max()), jobs[0].sampling))
+                                      return_dict_in_generate=True, output_logits=want_logprobs,
+                                      **self._generate_kwargs(int(budgets.max()), sampling, width))
         rows = []
-        for job, row in zip(jobs, out[:, width:].tolist(), strict=True):
+        for i, (job, row) in enumerate(zip(jobs, out.sequences[:, width:].tolist(), strict=True)):
             row = row[: job.max_tokens]
             if self.tokenizer.eos_token_id in row:
                 row = row[: row.index(self.tokenizer.eos_token_id) + 1]
-            rows.append(row)
+            rows.append((row, self._logprobs(out.logits, i, row, int(sampling["logprobs"])) if want_logprobs
+                         else None))
         return rows
+
+    def _logprobs(self, logits: Any, row: int, ids: list[int], top: int) -> list[dict[str, Any]]:
+        """Log-probabilities of the model's own distribution (before temperature and penalties) for each
+        generated token, with the `top` likeliest alternatives."""
+        import torch
+
+        entries = []
+        for step, token in enumerate(ids):
+            lp = torch.log_softmax(logits[step][row].float(), dim=-1)
+            best = torch.topk(lp, top) if top else None
+            entries.append({"id": token, "token": self.tokenizer.decode([token]), "logprob": float(lp[token]),
+                            "top": [] if best is None else [(self.tokenizer.decode([int(t)]), float(v))
+                                                            for v, t in zip(best.values, best.indices, strict=True)]})
+        return entries
 
     def _completion(self, ids: list[int], prompt_tokens: int, stop: list[str] | None) -> Completion:
         finish, generated = "length", len(ids)
@@ -203,7 +252,8 @@ class TransformersEngine:
             try:
                 with self._lock, torch.inference_mode():
                     self._seed(sampling)
-                    self.model.generate(**enc, **self._generate_kwargs(max_tokens, sampling), streamer=streamer,
+                    self.model.generate(**enc, **self._generate_kwargs(max_tokens, sampling, enc["input_ids"].shape[1]),
+                                        streamer=streamer,
                                         stopping_criteria=StoppingCriteriaList([_Cancel()]))
             except Exception as exc:  # surfaced to the client as the end of the stream, and logged
                 state["error"] = f"{type(exc).__name__}: {exc}"

@@ -108,11 +108,7 @@ class CompletionRequest(_Sampling):
 # Parameters the transformers backend does not implement, with the value that means "not used"
 # (clients such as LangChain send these explicitly); anything else is refused with 400.
 TRANSFORMERS_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
-    "presence_penalty": (None, 0, 0.0),
-    "frequency_penalty": (None, 0, 0.0),
     "logit_bias": (None, {}),
-    "logprobs": (None, False, 0),
-    "top_logprobs": (None, 0),
     "response_format": (None, {"type": "text"}),
     "tools": (None, []),
     "tool_choice": (None, "none"),
@@ -122,7 +118,8 @@ TRANSFORMERS_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
 # Parameters it implements (besides the messages/prompt and these, only vLLM extras could be sent).
 TRANSFORMERS_SUPPORTED = frozenset({
     "model", "messages", "prompt", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "stop",
-    "stream", "stream_options", "seed", "n", "user",
+    "stream", "stream_options", "seed", "n", "user", "presence_penalty", "frequency_penalty", "logprobs",
+    "top_logprobs",
 })
 
 
@@ -136,4 +133,6 @@ def transformers_refusal(body: dict[str, Any]) -> str | None:
             return name
     if body.get("stream") and (body.get("n") or 1) > 1:
         return "n"
+    if body.get("stream") and body.get("logprobs"):
+        return "logprobs"  # streamed answers come from the one-at-a-time path, which does not score tokens
     return None

@@ -29,7 +29,7 @@ class SlowEngine:
                 if len(o) < j.max_tokens and not j.cancelled.is_set():
                     o.append(len(o))
             time.sleep(0.01)
-        return out
+        return [(o, None) for o in out]
 
 
 def test_waiting_jobs_with_the_same_sampling_share_a_batch():
@@ -49,7 +49,7 @@ def test_waiting_jobs_with_the_same_sampling_share_a_batch():
 
     results = asyncio.run(main())
     batcher.close()
-    assert all(r == [0, 1] for r in results)
+    assert all(r == ([0, 1], None) for r in results)
     # the first alone (it was running), then the five greedy ones together, the sampled one, each seeded alone
     assert [len(c) for c in engine.calls] == [1, 5, 1, 1, 1]
 
@@ -66,7 +66,7 @@ def test_a_client_that_leaves_stops_its_row():
         with pytest.raises(asyncio.CancelledError):
             await task
         # the worker is free again long before the 5 s the abandoned request would have taken
-        assert await batcher.submit([1], 1, {}) == [0]
+        assert await batcher.submit([1], 1, {}) == ([0], None)
         return time.monotonic() - started
 
     assert asyncio.run(main()) < 1.0
