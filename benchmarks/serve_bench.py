@@ -80,7 +80,8 @@ def serve_gateway(spec_path: str) -> None:
     """The real gateway (create_app) over the echo backend."""
     import uvicorn
 
-    from llmops_cli.serving.app import create_app, load_api_keys
+    from llmops_cli.serving.app import create_app
+    from llmops_cli.serving.auth import load_api_keys
 
     spec = json.loads(Path(spec_path).read_text())
     spec["api_keys"] = load_api_keys(spec["api_keys_env"], None)

@@ -120,7 +120,7 @@ def ask(
     """Send one chat request to the running server and print the answer (a smoke test)."""
     with command(json_, ctx) as console:
         cfg = load_project(config, set_, ctx)
-        from llmops_cli.serving.app import load_api_keys
+        from llmops_cli.serving.auth import load_api_keys
         from llmops_cli.serving.client import chat_once
 
         keys = load_api_keys(cfg.serve.api_keys_env, cfg.serve.api_keys_file) if (

@@ -105,7 +105,7 @@ def build_spec(cfg: ProjectConfig, served: Served, choice: BackendChoice) -> Ser
     Derived values (absolute paths, the vLLM device and interpreter) are decided here and nowhere else."""
     import secrets
 
-    from llmops_cli.serving.app import load_api_keys
+    from llmops_cli.serving.auth import load_api_keys
 
     scfg = cfg.serve
     if scfg.api_keys_file and not Path(scfg.api_keys_file).is_file():

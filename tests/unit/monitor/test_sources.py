@@ -14,7 +14,7 @@ from tests.unit.monitor.logdata import request, write_log
 
 def _metrics_text() -> str:
     """Real exposition text from the gateway's own Metrics class (serving/app.py): the contract under test."""
-    from llmops_cli.serving.app import Metrics
+    from llmops_cli.serving.telemetry import Metrics
 
     metrics = Metrics()
     metrics.requests.labels("/v1/chat/completions", "200", "m:1").inc(90)

@@ -4,8 +4,10 @@ import json
 
 from fastapi.testclient import TestClient
 
-from llmops_cli.serving.app import JsonlLog, create_app, key_matches, load_api_keys
+from llmops_cli.serving.app import create_app
+from llmops_cli.serving.auth import key_matches, load_api_keys
 from llmops_cli.serving.backends import Backend, Reply
+from llmops_cli.serving.telemetry import JsonlLog
 
 
 def test_log_rotates_by_size_and_keeps_n_backups(tmp_path):
