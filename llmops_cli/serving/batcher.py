@@ -49,7 +49,6 @@ class Batcher:
         self.max_batch = max(1, max_batch)
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._held: deque[Job] = deque()  # taken from the queue but not compatible with the last batch
-        self.batches: list[int] = []  # sizes of the batches run (for tests and benchmarks), bounded
         self._worker = threading.Thread(target=self._run, name="llmops-batcher", daemon=True)
         self._worker.start()
 
@@ -101,7 +100,6 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
-            self.batches = [*self.batches[-999:], len(batch)]
             for job, ids in zip(batch, outputs, strict=True):
                 if not job.future.done():
                     job.future.set_result(ids)

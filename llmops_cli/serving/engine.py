@@ -38,7 +38,8 @@ class _Penalties:
 
 
 class TransformersEngine:
-    """Loads once, then generates one request at a time (a lock: HF generate is not re-entrant)."""
+    """Loads once, then generates under one lock (HF generate is not re-entrant): non-streaming requests
+    in batches (serving/batcher.py), streams one at a time."""
 
     def __init__(self, base_spec: dict[str, Any], model_dir: str, device: str = "cpu", max_batch: int = 32) -> None:
         self.base_spec = base_spec
@@ -85,19 +86,10 @@ class TransformersEngine:
                 return value
         return None
 
-    def count_tokens(self, prompt: str | list[int]) -> int:
-        return len(prompt) if isinstance(prompt, list) else len(self.tokenizer(prompt, add_special_tokens=False)[
-            "input_ids"])
-
-    def encode(self, prompt: str | list[int]) -> dict[str, Any]:
-        """Model inputs for a text prompt (no special tokens added: the template has them) or token ids."""
-        import torch
-
-        if isinstance(prompt, list):
-            ids = torch.tensor([prompt], dtype=torch.long)
-            return {"input_ids": ids.to(self.model.device),
-                    "attention_mask": torch.ones_like(ids).to(self.model.device)}
-        return self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.model.device)
+    def prompt_ids(self, prompt: str | list[int]) -> list[int]:
+        """Token ids of a text prompt (no special tokens added: the template has them), or the ids given."""
+        return list(prompt) if isinstance(prompt, list) else self.tokenizer(prompt, add_special_tokens=False)[
+            "input_ids"]
 
     def render_chat(self, messages: list[dict[str, Any]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -131,17 +123,13 @@ class TransformersEngine:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
 
-    async def complete(self, prompt: str | list[int], max_tokens: int, sampling: dict[str, Any] | None = None,
+    async def complete(self, prompt_ids: list[int], max_tokens: int, sampling: dict[str, Any] | None = None,
                        stop: list[str] | None = None) -> Completion:
         """One answer, generated in a batch with whatever else is waiting (serving/batcher.py)."""
-        prompt_ids = prompt if isinstance(prompt, list) else self.tokenizer(prompt, add_special_tokens=False)[
-            "input_ids"]
-        ids, logprobs = await self.batcher.submit(list(prompt_ids), max_tokens, sampling or {})
+        ids, logprobs = await self.batcher.submit(prompt_ids, max_tokens, sampling or {})
         completion = self._completion(ids, len(prompt_ids), stop)
-        if logprobs is not None:  # the tokens of the answer as returned (up to a stop cut, EOS excluded)
-            completion.logprobs = logprobs[: max(0, len(ids) - (1 if completion.finish_reason == "stop"
-                                                                and ids and ids[-1] == self.tokenizer.eos_token_id
-                                                                else 0))]
+        if logprobs is not None:  # one entry per generated token but the EOS, which is no text
+            completion.logprobs = logprobs[: len(ids) - (ids[-1:] == [self.tokenizer.eos_token_id])]
         return completion
 
     def generate_batch(self, jobs: list[Any]) -> list[tuple[list[int], list[dict[str, Any]] | None]]:
@@ -203,7 +191,7 @@ class TransformersEngine:
                 text, finish = text[: text.index(marker)], "stop"
         return Completion(text.strip(), prompt_tokens, generated, finish)
 
-    async def stream(self, prompt: str | list[int], max_tokens: int, sampling: dict[str, Any] | None,
+    async def stream(self, prompt_ids: list[int], max_tokens: int, sampling: dict[str, Any] | None,
                      state: dict[str, Any]) -> AsyncIterator[str]:
         """Yield text pieces as they are generated; fills state with token counts and finish_reason.
 
@@ -244,8 +232,9 @@ class TransformersEngine:
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
 
-        enc = self.encode(prompt)
-        state.update(prompt_tokens=int(enc["input_ids"].shape[1]), completion_tokens=0, finish_reason="length")
+        input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.model.device)
+        enc = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        state.update(prompt_tokens=len(prompt_ids), completion_tokens=0, finish_reason="length")
         streamer = _Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
 
         def run() -> None:

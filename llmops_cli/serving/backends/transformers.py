@@ -76,7 +76,9 @@ class TransformersBackend(Backend):
             raise ApiError(503, "model is still loading", "server_error", "not_ready")
         prompts = self._prompts(engine, kind, body)
         max_tokens = (body.get("max_completion_tokens") or body.get("max_tokens") or self.spec.max_new_tokens)
-        counts = [await run_in_threadpool(engine.count_tokens, p) for p in prompts]
+        # Tokenized once, here: the length checks, usage and generation all use these ids.
+        prompt_ids = [await run_in_threadpool(engine.prompt_ids, p) for p in prompts]
+        counts = [len(ids) for ids in prompt_ids]
         for count in counts:
             self._check_length(engine, count, max_tokens)
         sampling = {"temperature": float(body.get("temperature") or 0.0), "top_p": float(body.get("top_p", 1.0)),
@@ -88,12 +90,12 @@ class TransformersBackend(Backend):
         response_id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{request_id}"
         served = self.spec.model_name
         if body.get("stream"):
-            return self._stream(engine, kind, prompts[0], max_tokens, sampling, stops, response_id, served)
+            return self._stream(engine, kind, prompt_ids[0], max_tokens, sampling, stops, response_id, served)
         # Every choice is queued at once so that they share a batch; a seed makes the first sample of each
         # prompt reproducible, the others sample on.
         results = await asyncio.gather(*(
-            engine.complete(prompt, max_tokens, sampling if i == 0 else {**sampling, "seed": None}, stops)
-            for prompt in prompts for i in range(body.get("n") or 1)))
+            engine.complete(ids, max_tokens, sampling if i == 0 else {**sampling, "seed": None}, stops)
+            for ids in prompt_ids for i in range(body.get("n") or 1)))
         if kind == "chat":
             choices = [{"index": i, "message": {"role": "assistant", "content": r.text},
                         "logprobs": _chat_logprobs(r.logprobs), "finish_reason": r.finish_reason}
@@ -137,7 +139,7 @@ class TransformersBackend(Backend):
                                 "in the completion). Please reduce the length of the messages or completion.",
                            code="context_length_exceeded")
 
-    def _stream(self, engine: Any, kind: str, prompt: str | list[int], max_tokens: int, sampling: dict[str, Any],
+    def _stream(self, engine: Any, kind: str, prompt_ids: list[int], max_tokens: int, sampling: dict[str, Any],
                 stops: list[str], response_id: str, served: str) -> Reply:
         meta: dict[str, Any] = {"response_id": response_id}
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
@@ -156,7 +158,7 @@ class TransformersBackend(Backend):
             state: dict[str, Any] = {}
             pieces: list[str] = []
             scanner = StopScanner(stops)
-            stream = engine.stream(prompt, max_tokens, sampling, state)
+            stream = engine.stream(prompt_ids, max_tokens, sampling, state)
             try:
                 async for piece in stream:
                     for text in scanner.feed(piece):
