@@ -125,21 +125,14 @@ def vllm_generate(vllm_cfg: Any, base: Any, runs: dict[str, str | None], prompt_
 
 
 def _engine_kwargs(vllm_cfg: Any, base: Any, weights: str, device: str, lora_rank: int | None) -> dict[str, Any]:
-    """LLM(...) keyword arguments matching the server's flags (serving/vllm_env.engine_args)."""
-    from llmops_cli.serving.vllm_env import resolve_dtype
+    """LLM(...) keyword arguments: the server's engine settings (vllm_env.engine_options) and the offline extras."""
+    from llmops_cli.serving.vllm_env import engine_options, resolve_dtype
 
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(vllm_cfg.dtype, base.dtype, weights), "seed": 0,
-                              "trust_remote_code": base.trust_remote_code,
-                              "enable_prefix_caching": vllm_cfg.enable_prefix_caching}
+    kwargs = engine_options(vllm_cfg.model_dump(), device, resolve_dtype(vllm_cfg.dtype, base.dtype, weights))
+    kwargs.update(seed=0, trust_remote_code=base.trust_remote_code,
+                  enable_prefix_caching=vllm_cfg.enable_prefix_caching)
     if base.revision and weights == base.base:
         kwargs["revision"] = base.revision
-    if device == "cuda":
-        kwargs.update(tensor_parallel_size=vllm_cfg.tensor_parallel_size,
-                      gpu_memory_utilization=vllm_cfg.gpu_memory_utilization)
-    if vllm_cfg.max_model_len:
-        kwargs["max_model_len"] = vllm_cfg.max_model_len
-    if vllm_cfg.quantization:
-        kwargs["quantization"] = vllm_cfg.quantization
     if lora_rank:
         kwargs.update(enable_lora=True, max_lora_rank=lora_rank, max_loras=vllm_cfg.max_loras)
     return kwargs

@@ -226,10 +226,7 @@ def start_detached(spec: ServeSpec | dict[str, Any], endpoint_file: str, timeout
         raise
     if old_alive:
         os.replace(spec_path, spec_path_for(endpoint_file))  # reload/stop now find the new server's token
-    endpoint = {"url": url, "pid": proc.pid, "model": spec.model_name, "model_ref": spec.model_ref,
-                "backend": spec.backend, "log": str(log_path), "request_log": spec.request_log,
-                "feedback_log": spec.feedback_path, "metrics": f"{url}/metrics",
-                "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    endpoint = _endpoint_record(spec, proc.pid, str(log_path))
     atomic_write_json(endpoint_file, endpoint)
     if old_alive:
         endpoint["replaced"] = {"pid": old["pid"], "url": old["url"], "model_ref": old.get("model_ref")}
@@ -277,13 +274,17 @@ def announce_foreground(spec: ServeSpec, endpoint_file: str) -> dict[str, Any]:
                                  hint="stop it with `llmops serve stop`, replace it with `llmops serve --detach`, or "
                                       "give this one its own --set serve.endpoint_file=... and serve.port")
     write_spec(spec, endpoint_file)
-    endpoint = {"url": url_of(spec), "pid": os.getpid(), "foreground": True, "model": spec.model_name,
-                "model_ref": spec.model_ref, "backend": spec.backend, "log": None,
-                "request_log": spec.request_log, "feedback_log": spec.feedback_path,
-                "metrics": f"{url_of(spec)}/metrics",
-                "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    endpoint = {**_endpoint_record(spec, os.getpid(), None), "foreground": True}
     atomic_write_json(endpoint_file, endpoint)
     return endpoint
+
+
+def _endpoint_record(spec: ServeSpec, pid: int, log: str | None) -> dict[str, Any]:
+    """What serve/endpoint.json says of a running server (read by status, ask, reload, stop)."""
+    url = url_of(spec)
+    return {"url": url, "pid": pid, "model": spec.model_name, "model_ref": spec.model_ref, "backend": spec.backend,
+            "log": log, "request_log": spec.request_log, "feedback_log": spec.feedback_path,
+            "metrics": f"{url}/metrics", "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def forget_endpoint(endpoint_file: str, pid: int) -> None:

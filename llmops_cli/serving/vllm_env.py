@@ -106,18 +106,27 @@ def resolve_dtype(configured: str, model_dtype: str, model_dir: str) -> str:
     return dtype if dtype in ("float32", "bfloat16", "float16") else "auto"
 
 
-def engine_args(vllm: dict[str, Any], device: str, dtype: str) -> list[str]:
-    """Engine flags shared by the OpenAI server and offline generation (documented CLI flags)."""
-    args = ["--dtype", dtype]
+def engine_options(vllm: dict[str, Any], device: str, dtype: str) -> dict[str, Any]:
+    """Engine settings shared by the OpenAI server (as flags: engine_args) and offline generation (as
+    LLM(...) keyword arguments), so that both run the model the same way."""
+    options: dict[str, Any] = {"dtype": dtype}
     if device == "cuda":
         # On CPU vLLM reads this as a fraction of host RAM; the KV cache size is set through the
         # environment instead (engine_env).
-        args += ["--tensor-parallel-size", str(vllm["tensor_parallel_size"]),
-                 "--gpu-memory-utilization", str(vllm["gpu_memory_utilization"])]
+        options.update(tensor_parallel_size=vllm["tensor_parallel_size"],
+                       gpu_memory_utilization=vllm["gpu_memory_utilization"])
     if vllm.get("max_model_len"):
-        args += ["--max-model-len", str(vllm["max_model_len"])]
+        options["max_model_len"] = vllm["max_model_len"]
     if vllm.get("quantization"):
-        args += ["--quantization", vllm["quantization"]]
+        options["quantization"] = vllm["quantization"]
+    return options
+
+
+def engine_args(vllm: dict[str, Any], device: str, dtype: str) -> list[str]:
+    """engine_options as the server's documented CLI flags (--max-model-len 2048 ...)."""
+    args: list[str] = []
+    for name, value in engine_options(vllm, device, dtype).items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
     return args
 
 
