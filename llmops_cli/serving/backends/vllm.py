@@ -173,8 +173,6 @@ class VllmBackend(Backend):
         self._supervisor.start()
 
     def wait_ready(self, timeout_s: float) -> None:
-        import httpx
-
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._stopping.is_set():
@@ -182,12 +180,9 @@ class VllmBackend(Backend):
             if self.proc is None or self.proc.poll() is not None:
                 self._mark_exited()
                 raise BackendUnavailable(self.error or "vLLM exited", hint=self.hint)
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    self._ready = True
-                    return
-            except httpx.HTTPError:
-                pass
+            if self._healthy(timeout_s=2):
+                self._ready = True
+                return
             time.sleep(0.5)
         self.error = f"vLLM was not healthy after {timeout_s:.0f}s"
         raise BackendUnavailable(self.error, hint=f"raise serve.ready_timeout_s; log: {self.log_path}")
@@ -216,7 +211,7 @@ class VllmBackend(Backend):
             unhealthy = 0
             if proc is not None:
                 self._terminate(proc, grace_s=0)  # its engine core may have outlived it
-            reason = self._exit_reason(since_last_start=True)
+            reason = self._exit_reason()
             v = self.spec.vllm
             if len(self.restarts) >= v.max_restarts:
                 self.hint = (f"it was restarted {len(self.restarts)} times (serve.vllm.max_restarts); "
@@ -255,11 +250,11 @@ class VllmBackend(Backend):
             self.on_restart(event)
         return bool(event["ok"])
 
-    def _healthy(self) -> bool:
+    def _healthy(self, timeout_s: float = 10) -> bool:
         import httpx
 
         try:
-            return httpx.get(f"{self.url}/health", timeout=10).status_code == 200
+            return httpx.get(f"{self.url}/health", timeout=timeout_s).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -269,29 +264,29 @@ class VllmBackend(Backend):
         sys.stderr.flush()
 
     # -- exits and their causes ----------------------------------------------------------------------
-    def _log_text(self, since_last_start: bool = False) -> str:
+    def _log_text(self) -> str:
+        """The current child's output (its last 200 kB), where the causes of its exit are."""
         try:
             with open(self.log_path, "rb") as fh:
-                if since_last_start:
-                    fh.seek(self._log_offset)
-                return fh.read()[-200_000:].decode("utf-8", errors="replace")
+                fh.seek(max(self._log_offset, fh.seek(0, os.SEEK_END) - 200_000))
+                return fh.read().decode("utf-8", errors="replace")
         except OSError:
             return ""
 
     def _log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self._log_text(since_last_start=True).splitlines()[-lines:])
+        return "\n".join(self._log_text().splitlines()[-lines:])
 
     def _mark_exited(self) -> None:
         # The hint first: /ready (another thread) reports a failure as soon as `error` is set.
-        reason = self._exit_reason(since_last_start=True)
+        reason = self._exit_reason()
         self.hint = self._hint(reason)
         self.error = reason
 
-    def _exit_reason(self, since_last_start: bool = False) -> str:
+    def _exit_reason(self) -> str:
         from llmops_cli.serving.vllm_env import root_cause
 
         code = None if self.proc is None else self.proc.returncode
-        text = self._log_text(since_last_start)
+        text = self._log_text()
         if any(marker in text for marker in OOM_MARKERS):
             where = "GPU" if self.device == "cuda" else "CPU"
             return f"vLLM ran out of {where} memory at start (exit code {code})"
