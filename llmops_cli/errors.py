@@ -38,7 +38,17 @@ class DataError(LlmopsError):
 
 
 class RegistryError(LlmopsError):
-    """The model registry refused an operation or found a problem (unknown version, tampering)."""
+    """The model registry refused an operation or found a problem (tampering, a failed check)."""
+
+
+class RefError(RegistryError):
+    """A model name, version or alias reference is malformed or names nothing (exit 2: usage)."""
+
+    exit_code = 2
+
+
+class ModelMismatch(RegistryError):
+    """The model to register is not the one that was evaluated (exit 1 unless forced)."""
 
 
 class BackendUnavailable(LlmopsError):
