@@ -7,12 +7,17 @@ same on the local store and on MLflow.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
+import os
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from llmops_cli.errors import RefError
 from llmops_cli.utils import sha256_file
 
 # Not model content: training state, the tune run's own record (its timings differ on every run; its
@@ -149,3 +154,59 @@ def rollback_target_from_history(current: int | None, history: list[dict[str, An
         raise RegistryError(f"{name}@{alias} has no earlier version to roll back to",
                             hint="promote a specific version instead")
     return stack[-2]
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", re.ASCII)
+ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$", re.ASCII)
+# ASCII digits only ("²" and "١" are str.isdigit()), at most 9 so the number fits every store.
+VERSION_RE = re.compile(r"^[0-9]{1,9}$", re.ASCII)
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise RefError(f"invalid model name {name!r}",
+                       hint="use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return name
+
+
+def check_alias(alias: str) -> str:
+    if not ALIAS_RE.match(alias) or alias == "latest":
+        raise RefError(f"invalid alias {alias!r}",
+                       hint="aliases are lower-case words such as staging or production ('latest' is implicit)")
+    return alias
+
+
+def parse_ref(ref: str, default_name: str | None) -> tuple[str, str | None, int | None]:
+    """(name, alias, version) of NAME:VERSION, NAME@ALIAS, NAME, latest, @ALIAS or :N; RefError if malformed."""
+    ref = ref.strip()
+    if ref == "latest" or ref.startswith(("@", ":")):
+        if not default_name:
+            raise RefError(f"reference {ref!r} needs a model name", hint="use NAME@alias or NAME:version")
+        ref = default_name + ("" if ref == "latest" else ref)
+    alias = number = None
+    if "@" in ref:
+        ref, alias = ref.split("@", 1)
+        if alias != "latest":
+            check_alias(alias)
+    elif ":" in ref:
+        ref, text = ref.split(":", 1)
+        if not VERSION_RE.match(text) or int(text) == 0:
+            raise RefError(f"invalid version {text!r}", hint="versions are positive integers: NAME:3")
+        number = int(text)
+    return check_name(ref), alias, number
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def os_user() -> str:
+    """The account running the command (recorded beside any --by name, which anyone can type)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def actor() -> str:
+    return os.environ.get("LLMOPS_USER") or os_user()
