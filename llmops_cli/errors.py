@@ -47,6 +47,12 @@ class RefError(RegistryError):
     exit_code = 2
 
 
+class ApprovalRequired(RegistryError):
+    """A protected alias was asked to move without the approval flags it needs (exit 2: usage)."""
+
+    exit_code = 2
+
+
 class ModelMismatch(RegistryError):
     """The model to register is not the one that was evaluated (exit 1 unless forced)."""
 

@@ -78,7 +78,7 @@ def project_yaml(tmp: Path, base: Path, data: Path, **sections: dict) -> Path:
         "register": {"root": str(tmp / "registry"), "model_dir": str(tmp / "tune"),
                      "eval_metrics": str(tmp / "metrics/eval.json"), "prep_report": str(tmp / "reports/prep.json"),
                      "output": str(tmp / "reports/register.json")},
-        "serve": {"registry_root": str(tmp / "registry"), "request_log": str(tmp / "serve/requests.jsonl"),
+        "serve": {"request_log": str(tmp / "serve/requests.jsonl"),
                   "endpoint_file": str(tmp / "serve/endpoint.json"), "ready_timeout_s": 120},
         "monitor": {"request_log": str(tmp / "serve/requests.jsonl"), "output": str(tmp / "reports/monitor.json")},
     }

@@ -45,7 +45,7 @@ def list_versions(
     """List registered versions."""
     with command(json_, ctx) as console:
         cfg = load_project(config, set_, ctx)
-        from llmops_cli.registry.store import open_registry
+        from llmops_cli.registry.factory import open_registry
 
         registry = open_registry(cfg)
         versions = registry.list(name)
@@ -72,7 +72,7 @@ def show(
 
     with command(json_, ctx) as console:
         cfg = load_project(config, set_, ctx)
-        from llmops_cli.registry.store import open_registry
+        from llmops_cli.registry.factory import open_registry
 
         registry = open_registry(cfg)
         version = registry.resolve(ref, default_name=cfg.project.name)
@@ -90,42 +90,51 @@ ByOpt = Annotated[str | None, typer.Option("--by", help="Who approves / performs
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (recorded in the alias history).")]
 
 
+ApproveOpt = Annotated[bool, typer.Option("--approve", help="Explicit approval (needed for protected aliases).")]
+AcceptForcedOpt = Annotated[str | None, typer.Option(
+    "--accept-forced", metavar="TEXT",
+    help="Why a version registered with --force may go to a protected alias anyway (recorded).")]
+
+
 @app.command("promote")
 def promote(
-    ctx: typer.Context, 
+    ctx: typer.Context,
     ref: RefArg,
     to: Annotated[str, typer.Option("--to", help="Alias (stage) to point at the version, e.g. production.")],
-    approve: Annotated[bool, typer.Option("--approve", help="Explicit approval (needed for protected aliases).")]
-    = False,
-    by: ByOpt = None, reason: ReasonOpt = None, reload: ReloadOpt = False,
+    approve: ApproveOpt = False, by: ByOpt = None, reason: ReasonOpt = None,
+    accept_forced: AcceptForcedOpt = None, reload: ReloadOpt = False,
     config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
 ) -> None:
-    """Point an alias at a version; production needs --approve --by NAME --reason TEXT."""
+    """Point an alias at a verified version; production needs --approve --by NAME --reason TEXT."""
     with command(json_, ctx) as console:
         cfg = load_project(config, set_, ctx)
+        from llmops_cli.registry.operations import Approval
         from llmops_cli.registry.operations import promote as do_promote
 
-        change = do_promote(cfg, ref, to, approve=approve, by=by, reason=reason, reload=reload)
+        change = do_promote(cfg, ref, to, Approval(approve, by, reason, accept_forced), reload=reload)
         before = f" (was :{change.previous})" if change.previous else ""
-        console.result(change.to_dict(), f"{change.name}@{change.alias} -> :{change.version}{before}")
+        console.result({"ok": True, **change.to_dict()}, f"{change.name}@{change.alias} -> :{change.version}{before}")
 
 
 @app.command("rollback")
 def rollback(
-    ctx: typer.Context, 
+    ctx: typer.Context,
     alias: Annotated[str, typer.Argument(help="The alias to roll back, e.g. production.")],
     name: Annotated[str | None, typer.Option("--name", help="Model name (default: project.name).")] = None,
-    by: ByOpt = None, reason: ReasonOpt = None, reload: ReloadOpt = False,
+    approve: ApproveOpt = False, by: ByOpt = None, reason: ReasonOpt = None,
+    accept_forced: AcceptForcedOpt = None, reload: ReloadOpt = False,
     config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
 ) -> None:
-    """Restore the version the alias pointed at before its current one."""
+    """Restore the version the alias pointed at before (verified; protected aliases need approval)."""
     with command(json_, ctx) as console:
         cfg = load_project(config, set_, ctx)
+        from llmops_cli.registry.operations import Approval
         from llmops_cli.registry.operations import rollback as do_rollback
 
-        change = do_rollback(cfg, alias, name=name, by=by, reason=reason, reload=reload)
-        console.result(change.to_dict(), f"{change.name}@{change.alias} rolled back to :{change.version} "
-                                         f"(from :{change.previous})")
+        change = do_rollback(cfg, alias, name=name, approval=Approval(approve, by, reason, accept_forced),
+                             reload=reload)
+        console.result({"ok": True, **change.to_dict()}, f"{change.name}@{change.alias} rolled back to "
+                                                         f":{change.version} (from :{change.previous})")
 
 
 @app.command("diff")
@@ -135,8 +144,8 @@ def diff(
     """Metrics, config, data and file differences between two versions."""
     with command(json_, ctx) as console:
         cfg = load_project(config, set_, ctx)
+        from llmops_cli.registry.factory import open_registry
         from llmops_cli.registry.operations import diff as do_diff
-        from llmops_cli.registry.store import open_registry
 
         registry = open_registry(cfg)
         result = do_diff(registry.resolve(a, cfg.project.name), registry.resolve(b, cfg.project.name))
@@ -160,7 +169,7 @@ def verify(
     with command(json_, ctx) as console:
         cfg = load_project(config, set_, ctx)
         from llmops_cli.errors import RegistryError
-        from llmops_cli.registry.store import open_registry
+        from llmops_cli.registry.factory import open_registry
 
         registry = open_registry(cfg)
         versions = registry.list() if all_ else [registry.resolve(ref, cfg.project.name)]
@@ -183,8 +192,8 @@ def export(
     """Write a version as a plain Hugging Face directory (optionally merged, optionally pushed)."""
     with command(json_, ctx) as console:
         cfg = load_project(config, set_, ctx)
+        from llmops_cli.registry.factory import open_registry
         from llmops_cli.registry.operations import export as do_export
-        from llmops_cli.registry.store import open_registry
 
         registry = open_registry(cfg)
         result = do_export(cfg, registry, registry.resolve(ref, cfg.project.name), dest, merge, push_to_hub)
@@ -200,7 +209,7 @@ def gc(
     """Delete blobs that no version references."""
     with command(json_, ctx) as console:
         cfg = load_project(config, set_, ctx)
-        from llmops_cli.registry.store import open_registry
+        from llmops_cli.registry.factory import open_registry
 
         result = open_registry(cfg).gc(dry_run=dry_run)
         verb = "would delete" if dry_run else "deleted"

@@ -70,7 +70,7 @@ def _score(gens: Generations, references: list[str]) -> dict[str, Any]:
 def _production_dir(cfg: ProjectConfig) -> tuple[str | None, str]:
     """The materialised NAME@production version, or None with the reason it is skipped."""
     from llmops_cli.errors import RegistryError
-    from llmops_cli.registry.store import open_registry
+    from llmops_cli.registry.factory import open_registry
 
     try:
         registry = open_registry(cfg)
@@ -82,10 +82,13 @@ def _production_dir(cfg: ProjectConfig) -> tuple[str | None, str]:
 
 def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalResult:
     """Generate for every example with each candidate, score, write metrics + predictions + report, gate."""
+    from llmops_cli.model.identity import evaluated_model_identity
     from llmops_cli.model.loading import default_device, is_adapter_dir, load_causal_lm, load_tokenizer
 
     ecfg = cfg.eval
     rows = read_jsonl(ecfg.data)[: ecfg.limit]
+    # Hashed before any generation: the results are bound to exactly this content (register checks it).
+    identity = evaluated_model_identity(ecfg.adapter, cfg.model)
     references = [r["completion"] for r in rows]
     conversations = [prompt_messages(r) for r in rows]
     device = default_device()
@@ -193,6 +196,7 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
         **result.to_dict(),
         "data": {"path": ecfg.data, "sha256": sha256_file(ecfg.data)},
         "model_dir": str(Path(ecfg.adapter)),
+        "model": identity,
     })
     atomic_write_text(ecfg.report_file, render_report(result))
     return result

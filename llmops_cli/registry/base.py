@@ -115,6 +115,10 @@ class Registry(Protocol):
         returns the previous version. Concurrent calls never lose history entries."""
         ...
 
+    def delete_alias(self, name: str, alias: str, actor: str, reason: str | None) -> None:
+        """Unset an alias (history: action `revert`, version None): undoes a first promotion."""
+        ...
+
     def alias_history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
         """Changes oldest first: {alias, version, previous, action, actor, os_user, reason, at}."""
         ...

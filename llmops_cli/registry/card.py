@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llmops_cli.registry.base import Version
 
 # vLLM serves LoRA adapters only up to its max_lora_rank and cannot serve these as adapters.
 _NEEDS_MERGE_KEYS = ("modules_to_save",)
@@ -81,8 +84,9 @@ def _eos_token(model_dir: Path) -> str | None:
     return eos.get("content") if isinstance(eos, dict) else eos
 
 
-def model_card(name: str, manifest: dict[str, Any]) -> str:
-    """A model card (Markdown) from the lineage: intended use, data, training, metrics, limitations."""
+def model_card(version: Version) -> str:
+    """A model card (Markdown) from the version record alone: intended use, data, training, metrics."""
+    name, manifest = version.ref, version.manifest
     base = manifest.get("base_model") or {}
     training = manifest.get("training") or {}
     tune_cfg = ((training.get("config") or {}).get("tune")) or {}

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from llmops_cli.config.schema import ProjectConfig
-from llmops_cli.errors import ConfigError, RegistryError
-from llmops_cli.registry.store import LocalRegistry, Version, check_alias, open_registry
+from llmops_cli.errors import ApprovalRequired, ConfigError, LlmopsError, RegistryError
+from llmops_cli.registry.base import COMPLETE_MARK, Registry, Version, check_alias, check_name
+from llmops_cli.registry.base import actor as default_actor
+from llmops_cli.registry.factory import open_registry
 
 
 @dataclass
@@ -24,43 +26,93 @@ class AliasChange:
         return {**self.__dict__, "ref": f"{self.name}@{self.alias}"}
 
 
-def promote(cfg: ProjectConfig, ref: str, alias: str, approve: bool = False, by: str | None = None,
-            reason: str | None = None, reload: bool = False) -> AliasChange:
-    """Point `alias` at the version `ref` names. Protected aliases (production) need an explicit approval."""
+@dataclass(frozen=True)
+class Approval:
+    """What a person said when moving an alias: checked against the alias's protection."""
+
+    approve: bool = False
+    by: str | None = None
+    reason: str | None = None
+    accept_forced: str | None = None  # why a version registered with --force may go to a protected alias
+
+
+def promote(cfg: ProjectConfig, ref: str, alias: str, approval: Approval = Approval(), reload: bool = False
+            ) -> AliasChange:
+    """Point `alias` at the version `ref` names, after the protection checks (see `_guard`)."""
     registry = open_registry(cfg)
+    _check_configured(cfg, alias)
+    version = registry.resolve(ref, default_name=cfg.project.name)
+    _guard(cfg, registry, version, alias, approval, "promotion")
+    return _move(cfg, registry, version, alias, approval, _note(approval, "promote"), "promote", reload)
+
+
+def _note(approval: Approval, action: str) -> str:
+    note = approval.reason or action
+    return f"approved: {note}" if approval.approve else note
+
+
+def rollback(cfg: ProjectConfig, alias: str, name: str | None = None, approval: Approval = Approval(),
+             reload: bool = False) -> AliasChange:
+    """Restore the version `alias` pointed at before its current one, with the same checks as a promotion."""
+    registry = open_registry(cfg)
+    model = check_name(name or cfg.project.name)
+    _check_configured(cfg, alias)
+    target = registry.get(model, registry.rollback_target(model, alias))
+    _guard(cfg, registry, target, alias, approval, "rollback")
+    return _move(cfg, registry, target, alias, approval, _note(approval, "rollback"), "rollback", reload)
+
+
+def _check_configured(cfg: ProjectConfig, alias: str) -> None:
     check_alias(alias)
     if alias not in cfg.registry.aliases:
-        raise ConfigError(f"unknown alias {alias!r}", hint=f"configured aliases: {', '.join(cfg.registry.aliases)} "
-                                                            "(register.aliases)")
-    if alias in cfg.registry.protected_aliases and not (approve and by and reason):
-        raise RegistryError(f"promotion to {alias} requires an explicit approval",
-                            hint="pass --approve --by NAME --reason TEXT (recorded with the time)")
-    version = registry.resolve(ref, default_name=cfg.project.name)
+        raise ConfigError(f"unknown alias {alias!r}",
+                          hint=f"configured aliases: {', '.join(cfg.registry.aliases)} (register.aliases)")
+
+
+def _guard(cfg: ProjectConfig, registry: Registry, version: Version, alias: str, approval: Approval,
+           what: str) -> None:
+    """Protected aliases take only approved, intact versions; a version registered with --force (its
+    gates or its model check failed) needs its own flag and reason on top."""
+    if alias in cfg.registry.protected_aliases:
+        if not (approval.approve and approval.by and approval.reason):
+            raise ApprovalRequired(f"{what} of {alias} requires an explicit approval",
+                                   hint="pass --approve --by NAME --reason TEXT (recorded with the time)")
+        if version.forced and not approval.accept_forced:
+            raise ApprovalRequired(
+                f"{version.ref} was registered with --force ({version.force_reason}): {what} to {alias} "
+                "needs its own acceptance", hint="pass --accept-forced TEXT saying why it may serve anyway")
     problems = registry.verify(version)
-    if problems:  # never point production at content that no longer matches its hashes
-        raise RegistryError(f"{version.ref} failed verification: {'; '.join(problems[:3])}")
-    actor = by or _default_actor()
-    note = reason or "promote"
-    if approve:
-        note = f"approved: {note}"
-    previous = registry.set_alias(version.name, alias, version.version, actor, note)
+    if problems:  # never point an alias at content that no longer matches its record
+        raise RegistryError(f"{version.ref} failed verification: {'; '.join(problems[:3])}",
+                            hint="`llmops register verify --all` lists every problem")
+
+
+def _move(cfg: ProjectConfig, registry: Registry, version: Version, alias: str, approval: Approval, note: str,
+          action: str, reload: bool) -> AliasChange:
+    """Move the alias and, with reload, switch the server: both happen or neither. A missing server is
+    found before the move; a reload that fails after it reverts the alias (recorded as `revert`)."""
+    actor = approval.by or default_actor()
+    if approval.accept_forced:
+        note = f"{note} [accepted forced version: {approval.accept_forced}]"
+    if reload:
+        from llmops_cli.serving.lifecycle import running_endpoint
+
+        running_endpoint(cfg.serve.endpoint_file)  # BackendUnavailable before anything changed
+    previous = registry.set_alias(version.name, alias, version.version, actor, note, action=action)
     change = AliasChange(version.name, alias, version.version, previous)
-    if reload:
+    if not reload:
+        return change
+    try:
         change.reload = _reload(cfg, f"{version.name}@{alias}")
-    return change
-
-
-def rollback(cfg: ProjectConfig, alias: str, name: str | None = None, by: str | None = None,
-             reason: str | None = None, reload: bool = False) -> AliasChange:
-    """Restore the version `alias` pointed at before its current one."""
-    registry = open_registry(cfg)
-    model = name or cfg.project.name
-    check_alias(alias)
-    target = registry.rollback_target(model, alias)
-    previous = registry.set_alias(model, alias, target, by or _default_actor(), f"rollback: {reason or ''}".strip())
-    change = AliasChange(model, alias, target, previous)
-    if reload:
-        change.reload = _reload(cfg, f"{model}@{alias}")
+    except LlmopsError as exc:
+        why = f"reload failed: {exc.message}"
+        if previous is None:
+            registry.delete_alias(version.name, alias, actor, why)
+        else:
+            registry.set_alias(version.name, alias, previous, actor, why, action="revert")
+        restored = f":{previous}" if previous is not None else "unset"
+        raise type(exc)(f"{why}; {version.name}@{alias} is back at {restored} (nothing changed)",
+                        hint=exc.hint) from None
     return change
 
 
@@ -68,12 +120,6 @@ def _reload(cfg: ProjectConfig, ref: str) -> dict[str, Any]:
     from llmops_cli.serving.lifecycle import reload_server
 
     return reload_server(cfg, ref)
-
-
-def _default_actor() -> str:
-    from llmops_cli.registry.store import _actor
-
-    return _actor()
 
 
 def diff(a: Version, b: Version) -> dict[str, Any]:
@@ -111,7 +157,7 @@ def diff(a: Version, b: Version) -> dict[str, Any]:
     }
 
 
-def export(cfg: ProjectConfig, registry: LocalRegistry, version: Version, dest: str, merge: bool = False,
+def export(cfg: ProjectConfig, registry: Registry, version: Version, dest: str, merge: bool = False,
            push_to_hub: str | None = None) -> dict[str, Any]:
     """Write a plain Hugging Face directory (the adapter as stored, or merged weights); optionally push it."""
     out = Path(dest)
@@ -121,8 +167,12 @@ def export(cfg: ProjectConfig, registry: LocalRegistry, version: Version, dest: 
     is_adapter = "adapter_config.json" in version.manifest.get("files", {})
     if merge and is_adapter:
         _export_merged(cfg, version, source, out)
-    else:
-        shutil.copytree(source, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".complete"))
+    else:  # plain copies: the materialised copy is read-only, the export is the user's to edit
+        shutil.copytree(source, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(COMPLETE_MARK),
+                        copy_function=shutil.copyfile)
+        for path in [out, *out.rglob("*")]:
+            if path.is_dir():
+                path.chmod(0o755)
     result: dict[str, Any] = {"ref": version.ref, "path": str(out), "merged": bool(merge and is_adapter)}
     if push_to_hub:
         result["hub"] = _push(out, push_to_hub)

@@ -1,4 +1,4 @@
-"""Build a version's lineage from the stage outputs and add it to the registry."""
+"""Check that the model to register is the one that was evaluated, build its lineage, add it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from llmops_cli.config.schema import ProjectConfig
-from llmops_cli.errors import GateFailed, RegistryError
-from llmops_cli.registry.card import model_card, serve_readiness
-from llmops_cli.registry.store import Version, open_registry
+from llmops_cli.errors import GateFailed, ModelMismatch, RegistryError
+from llmops_cli.model.identity import same_base
+from llmops_cli.registry.base import Version
+from llmops_cli.registry.card import serve_readiness
+from llmops_cli.registry.factory import open_registry
 from llmops_cli.utils import atomic_write_json, git_commit, package_versions
 
 
@@ -20,7 +22,7 @@ class RegisterResult:
     created: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.version.name, "version": self.version.version, "ref": self.version.ref,
+        return {"ok": True, "name": self.version.name, "version": self.version.version, "ref": self.version.ref,
                 "digest": self.version.digest, "created": self.created, "forced": self.version.forced}
 
 
@@ -32,7 +34,8 @@ def _read_json(path: str, what: str) -> dict[str, Any]:
 
 
 def register_model(cfg: ProjectConfig, force_reason: str | None = None) -> RegisterResult:
-    """Register cfg.register.model_dir under cfg.project.name, refusing failed gates unless forced."""
+    """Register cfg.register.model_dir under cfg.project.name. Refused unless forced: failed gates, eval
+    results that name no model, or name another model (content digest or base) than the one given."""
     rcfg = cfg.registry
     run = _read_json(str(Path(rcfg.model_dir) / "run_manifest.json"), "tune run manifest")
     evaluation = _read_json(rcfg.eval_metrics, "eval metrics")
@@ -40,8 +43,36 @@ def register_model(cfg: ProjectConfig, force_reason: str | None = None) -> Regis
         failed = [g["gate"] for g in evaluation.get("gates", []) if not g.get("passed")]
         raise GateFailed(f"eval gates failed ({'; '.join(failed) or 'see metrics'}): refusing to register",
                          hint="fix the model, or pass --force --reason TEXT to record an override")
+    evaluated = evaluation.get("model") or {}
+    if force_reason is None:
+        _check_custody(rcfg.eval_metrics, evaluated, run)
     prep = json.loads(Path(rcfg.prep_report).read_text()) if Path(rcfg.prep_report).is_file() else {}
-    manifest = {
+    manifest = _lineage(cfg, run, evaluation, prep)
+    manifest["custody"] = {"evaluated": evaluated or None, "eval_metrics": rcfg.eval_metrics}
+    version, created = open_registry(cfg).add(
+        cfg.project.name, rcfg.model_dir, manifest, force_reason,
+        expected_digest=None if force_reason is not None else evaluated["digest"])
+    result = RegisterResult(version, created)
+    atomic_write_json(rcfg.output, result.to_dict())
+    return result
+
+
+def _check_custody(metrics_file: str, evaluated: dict[str, Any], run: dict[str, Any]) -> None:
+    """What can be checked before reading the weights: eval recorded a model, on the base tune used.
+    The content digest itself is compared while the registry copies the files (one read)."""
+    if not evaluated.get("digest"):
+        raise ModelMismatch(f"{metrics_file} does not say which model it evaluated (no model digest; written "
+                            "by an older llmops?)", hint="re-run `llmops eval`, or pass --force --reason TEXT")
+    if not same_base(evaluated.get("base"), run.get("base_model")):
+        raise ModelMismatch("the adapter was evaluated on another base model than it was trained on "
+                            f"({(evaluated.get('base') or {}).get('id')} vs {(run.get('base_model') or {}).get('id')})",
+                            hint="set model.base to the training base and re-run `llmops eval`")
+
+
+def _lineage(cfg: ProjectConfig, run: dict[str, Any], evaluation: dict[str, Any],
+             prep: dict[str, Any]) -> dict[str, Any]:
+    rcfg = cfg.registry
+    return {
         "base_model": run.get("base_model"),
         "adapter": (Path(rcfg.model_dir) / "adapter_config.json").is_file(),
         "training": {"config": run.get("config"), "metrics": run.get("metrics"), "data": run.get("data")},
@@ -53,10 +84,3 @@ def register_model(cfg: ProjectConfig, force_reason: str | None = None) -> Regis
         "train_packages": run.get("packages"),
         "serve_readiness": serve_readiness(Path(rcfg.model_dir), prep),
     }
-    # The card is part of the version's content (README.md, as on the hub), generated from the lineage.
-    card = model_card(cfg.project.name, manifest).encode()
-    version, created = open_registry(cfg).add(cfg.project.name, rcfg.model_dir, manifest, force_reason,
-                                              extra_files={"README.md": card})
-    result = RegisterResult(version, created)
-    atomic_write_json(rcfg.output, result.to_dict())
-    return result

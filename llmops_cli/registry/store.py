@@ -1,34 +1,44 @@
 """A local model registry: an SQLite index (WAL) and a content-addressed blob store.
 
-Blobs are written first (each atomically, named by its sha256), then one transaction inserts the
-version with all its file rows. A crash before the commit leaves at most unreferenced blobs, never
-a half-visible version; versions are never modified after the commit.
+Blobs are written first (each atomically, named by its sha256, hashed while it is copied), then one
+transaction inserts the version, its file rows and the record's seal. A crash before the commit leaves
+at most unreferenced blobs, never a half-visible version; versions are never modified after the commit.
+
+gc and writers share one lock file: registrations and materialisations hold it shared for their whole
+run, gc holds it exclusively, so gc never sees the blobs of a version that is not committed yet.
 """
 
 from __future__ import annotations
 
-import getpass
+import fcntl
+import hashlib
 import json
 import os
-import re
 import shutil
 import sqlite3
+import stat
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from llmops_cli.errors import RegistryError
-
-if TYPE_CHECKING:
-    from llmops_cli.config.schema import ProjectConfig
-from llmops_cli.utils import hash_tree, sha256_file, tree_digest
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+from llmops_cli.errors import ModelMismatch, RefError, RegistryError
+from llmops_cli.registry.base import (
+    CARD_FILE,
+    COMPLETE_MARK,
+    Version,
+    actor,
+    check_alias,
+    check_name,
+    content_digest,
+    model_files,
+    now,
+    os_user,
+    parse_ref,
+    rollback_target_from_history,
+)
+from llmops_cli.utils import sha256_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -45,46 +55,18 @@ CREATE TABLE IF NOT EXISTS alias_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER,
     previous INTEGER, actor TEXT NOT NULL, reason TEXT, at TEXT NOT NULL);
 """
-
-
-@dataclass(frozen=True)
-class Version:
-    name: str
-    version: int
-    digest: str
-    created_at: str
-    created_by: str
-    forced: bool
-    force_reason: str | None
-    manifest: dict[str, Any]
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}:{self.version}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "ref": self.ref}
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
-        raise RegistryError(
-            f"invalid model name {name!r}",
-            hint="use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-        )
-    return name
+# Columns added after the first release: added in place to older indexes.
+_ADDED_COLUMNS = {"versions": {"seal": "TEXT"}, "alias_history": {"action": "TEXT", "os_user": "TEXT"}}
+_COPY_CHUNK = 1 << 20
 
 
 class LocalRegistry:
-    """The registry under one root directory. Safe for concurrent processes (SQLite locking)."""
+    """The registry under one root directory. Safe for concurrent processes (SQLite + a lock file)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.blobs = self.root / "blobs" / "sha256"
+        self.copies = self.root / "materialized"
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -94,36 +76,81 @@ class LocalRegistry:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=60000")
             conn.executescript(_SCHEMA)
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for column, kind in columns.items():
+                    if column not in have:
+                        try:
+                            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                        except sqlite3.OperationalError:  # another process added it first
+                            pass
             yield conn
         finally:
             conn.close()
 
+    @contextmanager
+    def _lock(self, exclusive: bool) -> Iterator[None]:
+        """Writers (shared) against gc (exclusive). flock is released by the kernel when a process
+        dies, so a killed registration never blocks gc for good."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "gc.lock", "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     # -- writing ---------------------------------------------------------------------------------
     def add(self, name: str, source_dir: str | Path, manifest: dict[str, Any], forced_reason: str | None = None,
-            extra_files: dict[str, bytes] | None = None) -> tuple[Version, bool]:
-        """Store source_dir (plus generated `extra_files`, e.g. the model card) as a new version of
-        `name`; returns (version, created). Identical content already registered under this name
-        returns that version instead of a duplicate."""
+            expected_digest: str | None = None) -> tuple[Version, bool]:
+        """Store model_files(source_dir) as a new version of `name`; returns (version, created).
+        Identical content already registered under this name returns that version instead."""
         check_name(name)
         source = Path(source_dir)
         if not source.is_dir():
             raise RegistryError(f"nothing to register: {source} is not a directory",
                                 hint="run `llmops tune` first")
-        with tempfile.TemporaryDirectory() as extra_dir:
-            for rel, data in (extra_files or {}).items():
-                (Path(extra_dir) / rel).parent.mkdir(parents=True, exist_ok=True)
-                (Path(extra_dir) / rel).write_bytes(data)
-            sources = {p: source / p for p in hash_tree(source) if not p.startswith("checkpoints/")}
-            sources.update({rel: Path(extra_dir) / rel for rel in extra_files or {}})
-            files = {rel: sha256_file(path) for rel, path in sorted(sources.items())}
-            for rel, sha in files.items():
-                self._put_blob(sources[rel], sha)
-            sizes = {rel: sources[rel].stat().st_size for rel in files}
-        return self._commit_version(name, files, sizes, manifest, forced_reason)
+        with self._lock(exclusive=False):
+            files: dict[str, str] = {}
+            sizes: dict[str, int] = {}
+            for rel, path in model_files(source).items():
+                files[rel], sizes[rel] = self._store_file(path)
+            digest = content_digest(files)
+            if expected_digest is not None and digest != expected_digest:
+                raise ModelMismatch(
+                    f"{source} is not the model that was evaluated: its content hash is {digest[:16]}, "
+                    f"the eval results are for {expected_digest[:16]}",
+                    hint="re-run `llmops eval` on this model, or pass --force --reason TEXT to register it anyway")
+            return self._commit_version(name, digest, files, sizes, manifest, forced_reason)
 
-    def _commit_version(self, name: str, files: dict[str, str], sizes: dict[str, int], manifest: dict[str, Any],
-                        forced_reason: str | None) -> tuple[Version, bool]:
-        digest = tree_digest(files)
+    def _store_file(self, path: Path) -> tuple[str, int]:
+        """Copy one file into the blob store, hashing while copying (each byte is read once)."""
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        before = path.stat()
+        fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".incoming-")
+        digest, size = hashlib.sha256(), 0
+        try:
+            with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+                while block := src.read(_COPY_CHUNK):
+                    digest.update(block)
+                    dst.write(block)
+                    size += len(block)
+            after = path.stat()
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or size != after.st_size:
+                raise RegistryError(f"{path} changed while it was being registered",
+                                    hint="wait for the writer (e.g. a running `llmops tune`) to finish")
+            sha = digest.hexdigest()
+            target = self.blobs / sha[:2] / sha
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return sha, size
+
+    def _commit_version(self, name: str, digest: str, files: dict[str, str], sizes: dict[str, int],
+                        manifest: dict[str, Any], forced_reason: str | None) -> tuple[Version, bool]:
         with self._db() as conn:
             conn.execute("BEGIN IMMEDIATE")  # serialises writers: version numbers never collide
             try:
@@ -134,55 +161,41 @@ class LocalRegistry:
                     return self.get(name, row[0]), False
                 number = conn.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name=?",
                                       (name,)).fetchone()[0]
+                # Round-trip through JSON so the sealed record is exactly what get() will read back.
+                record = json.loads(json.dumps({**manifest, "files": files, "registered_by_os_user": os_user()},
+                                               sort_keys=True, default=str))
+                version = Version(name, number, digest, now(), actor(), forced_reason is not None, forced_reason,
+                                  record)
                 conn.execute(
-                    "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, number, digest, _now(), _actor(), int(forced_reason is not None), forced_reason,
-                     json.dumps({**manifest, "files": files}, sort_keys=True, default=str)),
-                )
-                conn.executemany(
-                    "INSERT INTO files VALUES (?, ?, ?, ?, ?)",
-                    [(name, number, rel, sha, sizes[rel]) for rel, sha in files.items()],
-                )
+                    "INSERT INTO versions (name, version, digest, created_at, created_by, forced, force_reason, "
+                    "manifest, seal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, number, digest, version.created_at, version.created_by, int(version.forced),
+                     forced_reason, json.dumps(version.manifest, sort_keys=True), version.seal()))
+                conn.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)",
+                                 [(name, number, rel, sha, sizes[rel]) for rel, sha in files.items()])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        return self.get(name, number), True
-
-    def _put_blob(self, path: Path, sha: str) -> None:
-        target = self.blobs / sha[:2] / sha
-        if target.exists():
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-        os.close(fd)
-        try:
-            shutil.copyfile(path, tmp)
-            if sha256_file(tmp) != sha:
-                raise RegistryError(f"{path} changed while it was being registered")
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        return version, True
 
     # -- reading ---------------------------------------------------------------------------------
     def get(self, name: str, version: int) -> Version:
         with self._db() as conn:
-            row = conn.execute("SELECT * FROM versions WHERE name=? AND version=?", (name, version)).fetchone()
+            row = conn.execute("SELECT name, version, digest, created_at, created_by, forced, force_reason, "
+                               "manifest FROM versions WHERE name=? AND version=?", (name, version)).fetchone()
         if not row:
-            raise RegistryError(f"no version {name}:{version}", hint="`llmops register list` shows versions")
+            raise RefError(f"no version {name}:{version}", hint="`llmops register list` shows versions")
         return Version(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], json.loads(row[7]))
 
     def list(self, name: str | None = None) -> list[Version]:
         query = "SELECT name, version FROM versions" + (" WHERE name=?" if name else "") + " ORDER BY name, version"
         with self._db() as conn:
-            keys = conn.execute(query, (name,) if name else ()).fetchall()
+            keys = conn.execute(query, (check_name(name),) if name else ()).fetchall()
         return [self.get(n, v) for n, v in keys]
 
     def resolve(self, ref: str, default_name: str | None = None) -> Version:
-        """NAME:VERSION, NAME@ALIAS, NAME (latest), or latest / @ALIAS / :N for default_name."""
-        name, alias, number = _parse_ref(ref, default_name)
-        check_name(name)
+        name, alias, number = parse_ref(ref, default_name)
         if number is not None:
             return self.get(name, number)
         with self._db() as conn:
@@ -191,155 +204,215 @@ class LocalRegistry:
             else:
                 row = conn.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (name, alias)).fetchone()
         if not row or row[0] is None:
-            raise RegistryError(f"nothing registered as {ref!r}", hint="run `llmops register` first")
+            raise RefError(f"nothing registered as {ref!r}", hint="run `llmops register` (or promote) first")
         return self.get(name, row[0])
 
     def aliases(self, name: str) -> dict[str, int]:
         with self._db() as conn:
             return dict(conn.execute("SELECT alias, version FROM aliases WHERE name=?", (name,)).fetchall())
 
-    def set_alias(self, name: str, alias: str, version: int, actor: str, reason: str | None) -> int | None:
-        """Point `alias` at `version` (recorded in the alias history); returns the previous version."""
+    def set_alias(self, name: str, alias: str, version: int, actor: str, reason: str | None,
+                  action: str = "promote") -> int | None:
         check_alias(alias)
         with self._db() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if not conn.execute("SELECT 1 FROM versions WHERE name=? AND version=?", (name, version)).fetchone():
-                    raise RegistryError(f"no version {name}:{version}", hint="`llmops register list` shows versions")
+                    raise RefError(f"no version {name}:{version}", hint="`llmops register list` shows versions")
                 row = conn.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (name, alias)).fetchone()
                 previous = row[0] if row else None
-                conn.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?)", (name, alias, version, _now()))
-                conn.execute("INSERT INTO alias_history (name, alias, version, previous, actor, reason, at) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?)", (name, alias, version, previous, actor, reason, _now()))
+                conn.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?)", (name, alias, version, now()))
+                conn.execute("INSERT INTO alias_history (name, alias, version, previous, actor, reason, at, action, "
+                             "os_user) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (name, alias, version, previous, actor, reason, now(), action, os_user()))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         return previous
 
+    def delete_alias(self, name: str, alias: str, actor: str, reason: str | None) -> None:
+        with self._db() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (name, alias)).fetchone()
+                conn.execute("DELETE FROM aliases WHERE name=? AND alias=?", (name, alias))
+                conn.execute("INSERT INTO alias_history (name, alias, version, previous, actor, reason, at, action, "
+                             "os_user) VALUES (?, ?, NULL, ?, ?, ?, ?, 'revert', ?)",
+                             (name, alias, row[0] if row else None, actor, reason, now(), os_user()))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
     def alias_history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
-        """Every change of an alias (or of all aliases of `name`), oldest first."""
-        query = "SELECT alias, version, previous, actor, reason, at FROM alias_history WHERE name=?"
+        query = "SELECT alias, version, previous, action, actor, os_user, reason, at FROM alias_history WHERE name=?"
         args: tuple[Any, ...] = (name,)
         if alias:
             query, args = query + " AND alias=?", (name, alias)
         with self._db() as conn:
             rows = conn.execute(query + " ORDER BY id", args).fetchall()
-        keys = ("alias", "version", "previous", "actor", "reason", "at")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        keys = ("alias", "version", "previous", "action", "actor", "os_user", "reason", "at")
+        events = [dict(zip(keys, row, strict=True)) for row in rows]
+        for event in events:  # entries written before `action` existed said so in their reason
+            if event["action"] is None:
+                event["action"] = "rollback" if (event["reason"] or "").startswith("rollback") else "promote"
+        return events
 
     def rollback_target(self, name: str, alias: str) -> int:
-        """The version `alias` pointed at before its current one (walking back over earlier rollbacks)."""
-        return self._rollback_from_history(self.aliases(name).get(alias), self.alias_history(name, alias), name, alias)
+        return rollback_target_from_history(self.aliases(name).get(alias), self.alias_history(name, alias),
+                                            name, alias)
 
-    @staticmethod
-    def _rollback_from_history(current: int | None, history: list[dict[str, Any]], name: str, alias: str) -> int:
-        if current is None:
-            raise RegistryError(f"{name}@{alias} is not set: nothing to roll back")
-        # Replay the history as a stack: a rollback pops, any other change pushes.
-        stack: list[int] = []
-        for event in history:
-            if (event["reason"] or "").startswith("rollback") and stack:
-                stack.pop()
-            else:
-                stack.append(event["version"])
-        if len(stack) < 2 or stack[-1] != current:
-            raise RegistryError(f"{name}@{alias} has no earlier version to roll back to",
-                                hint="promote a specific version instead")
-        return stack[-2]
-
-    def gc(self, dry_run: bool = False) -> dict[str, Any]:
-        """Delete blobs no version references (and leftovers of interrupted copies)."""
+    # -- integrity -------------------------------------------------------------------------------
+    def _record_problems(self, version: Version, require_seal: bool = True) -> list[str]:
+        """Index-level checks (no file reads): the record's seal, the files table, the digest."""
         with self._db() as conn:
-            referenced = {row[0] for row in conn.execute("SELECT DISTINCT sha256 FROM files")}
-        removed, freed = [], 0
-        for blob in sorted(self.blobs.glob("*/*")) if self.blobs.is_dir() else []:
-            if blob.name in referenced:
-                continue
-            if blob.name.startswith(".incoming-") and time.time() - blob.stat().st_mtime < 3600:
-                continue  # possibly a registration in progress right now
-            removed.append(blob.name)
-            freed += blob.stat().st_size
-            if not dry_run:
-                blob.unlink()
-        return {"removed": len(removed), "bytes": freed, "dry_run": dry_run, "referenced": len(referenced)}
+            row = conn.execute("SELECT seal FROM versions WHERE name=? AND version=?",
+                               (version.name, version.version)).fetchone()
+            rows = conn.execute("SELECT path, sha256 FROM files WHERE name=? AND version=?",
+                                (version.name, version.version)).fetchall()
+        problems = []
+        seal = row[0] if row else None
+        if seal is None and require_seal:
+            problems.append("index record has no seal (registered before llmops sealed versions): re-register it")
+        elif seal is not None and seal != version.seal():
+            problems.append("index record was modified after registration (its seal does not match)")
+        if dict(rows) != version.files:
+            problems.append("the index's file list differs from the version manifest")
+        if content_digest(version.files) != version.digest:
+            problems.append("the version digest does not match its file list")
+        return problems
 
     def verify(self, version: Version) -> list[str]:
-        """Problems found re-hashing every blob of a version (empty when intact)."""
-        problems = []
-        for rel, sha in version.manifest["files"].items():
+        problems = self._record_problems(version)
+        for rel, sha in version.files.items():
             blob = self.blobs / sha[:2] / sha
             if not blob.is_file():
                 problems.append(f"{rel}: blob missing")
             elif sha256_file(blob) != sha:
                 problems.append(f"{rel}: content does not match its sha256")
+        copy = self.copies / version.name / str(version.version)
+        if copy.is_dir():
+            problems += [f"materialized copy: {p}" for p in copy_problems(copy, version)]
         return problems
 
-    def materialize(self, version: Version, dest: str | Path | None = None) -> Path:
-        """A verified plain directory with the version's files (cached under the registry root)."""
-        problems = self.verify(version)
+    def materialize(self, version: Version) -> Path:
+        """A read-only, verified copy under materialized/NAME/VERSION: re-hashed on every call and
+        rebuilt from the (re-hashed) blobs when anything in it changed."""
+        problems = self._record_problems(version, require_seal=False)
         if problems:
-            raise RegistryError(f"{version.ref} failed verification: " + "; ".join(problems[:5]),
-                                hint="the registry store was modified or corrupted; re-register the model")
-        target = Path(dest) if dest else self.root / "materialized" / version.name / str(version.version)
-        if (target / ".complete").is_file():
-            return target
-        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".materialize-"))
-        try:
-            for rel, sha in version.manifest["files"].items():
-                out = staging / rel
-                out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(self.blobs / sha[:2] / sha, out)
-            (staging / ".complete").write_text(version.digest)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            raise RegistryError(f"{version.ref} failed verification: " + "; ".join(problems),
+                                hint="the registry index was modified; `llmops register verify --all` lists what")
+        target = self.copies / version.name / str(version.version)
+        with self._lock(exclusive=False):
+            if target.is_dir() and not copy_problems(target, version):
+                return target
+            staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".materialize-"))
+            try:
+                bad = [rel for rel, sha in version.files.items()
+                       if self._copy_blob(sha, staging / rel) != sha]
+                if bad:
+                    raise RegistryError(f"{version.ref} failed verification: " + "; ".join(
+                        f"{rel}: blob missing or content does not match its sha256" for rel in bad[:5]),
+                        hint="the registry store was modified or corrupted; re-register the model")
+                write_card_and_mark(staging, version)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.exists():
+                    remove_tree(target)
+                os.replace(staging, target)
+                make_read_only(target)
+            finally:
+                if staging.exists():
+                    remove_tree(staging)
         return target
 
+    def _copy_blob(self, sha: str, out: Path) -> str | None:
+        """Copy a blob to `out`, returning the sha256 of what was copied (None if the blob is missing)."""
+        blob = self.blobs / sha[:2] / sha
+        if not blob.is_file():
+            return None
+        out.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        with open(blob, "rb") as src, open(out, "wb") as dst:
+            while block := src.read(_COPY_CHUNK):
+                digest.update(block)
+                dst.write(block)
+        return digest.hexdigest()
 
-def open_registry(cfg: ProjectConfig) -> LocalRegistry:
-    """The registry the config selects (the MLflow backend shares LocalRegistry's interface)."""
-    if cfg.registry.backend == "mlflow":
-        from llmops_cli.registry.mlflow_store import MlflowRegistry
-
-        return MlflowRegistry(  # type: ignore[return-value]
-            cfg.registry.mlflow_tracking_uri, cache_root=cfg.registry.root,
-            artifact_location=cfg.registry.mlflow_artifact_location,
-        )
-    return LocalRegistry(cfg.registry.root)
-
-
-def check_alias(alias: str) -> str:
-    if not ALIAS_RE.match(alias) or alias == "latest":
-        raise RegistryError(f"invalid alias {alias!r}",
-                            hint="aliases are lower-case words such as staging or production ('latest' is implicit)")
-    return alias
-
-
-def _parse_ref(ref: str, default_name: str | None) -> tuple[str, str | None, int | None]:
-    ref = ref.strip()
-    if ref == "latest" or ref.startswith(("@", ":")):
-        if not default_name:
-            raise RegistryError(f"reference {ref!r} needs a model name", hint="use NAME@alias or NAME:version")
-        ref = default_name + ("" if ref == "latest" else ref)
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        if not ALIAS_RE.match(alias):
-            raise RegistryError(f"invalid alias {alias!r}", hint="aliases are lower-case words like production")
-        return name, alias, None
-    if ":" in ref:
-        name, number = ref.split(":", 1)
-        if not number.isdigit():
-            raise RegistryError(f"invalid version {number!r} in {ref!r}", hint="versions are integers: NAME:3")
-        return name, None, int(number)
-    return ref, None, None
+    def gc(self, dry_run: bool = False) -> dict[str, Any]:
+        """Delete unreferenced blobs, leftovers of killed registrations and materialisations, and copies of
+        versions that no longer exist. Holds the lock exclusively: waits for registrations in flight."""
+        with self._lock(exclusive=True), self._db() as conn:
+            referenced = {row[0] for row in conn.execute("SELECT DISTINCT sha256 FROM files")}
+            live = {(n, str(v)): d for n, v, d in conn.execute("SELECT name, version, digest FROM versions")}
+            found: dict[str, list[Path]] = {"blobs": [], "leftovers": [], "copies": []}
+            if self.blobs.is_dir():
+                found["blobs"] = [b for b in sorted(self.blobs.glob("*/*"))
+                                  if b.name not in referenced and not b.name.startswith(".")]
+                found["leftovers"] = sorted([*self.blobs.glob(".incoming-*"), *self.blobs.glob("*/.incoming-*")])
+            found["leftovers"] += sorted(self.root.glob(".materialize-*"))
+            for copy in sorted(self.copies.glob("*/*")) if self.copies.is_dir() else []:
+                mark = copy / COMPLETE_MARK
+                digest = live.get((copy.parent.name, copy.name))
+                if digest is None or not mark.is_file() or mark.read_text(encoding="utf-8").strip() != digest:
+                    found["copies"].append(copy)
+            freed = sum(_size(p) for paths in found.values() for p in paths)
+            if not dry_run:
+                for path in (p for paths in found.values() for p in paths):
+                    remove_tree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        return {"removed": len(found["blobs"]), "leftovers": len(found["leftovers"]),
+                "copies": len(found["copies"]), "bytes": freed, "dry_run": dry_run, "referenced": len(referenced)}
 
 
-def _actor() -> str:
-    try:
-        return os.environ.get("LLMOPS_USER") or getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+def copy_problems(copy: Path, version: Version) -> list[str]:
+    """What differs between a materialised copy and the version: every file re-hashed, extra files
+    (hidden ones too), the card and the completion mark."""
+    from llmops_cli.registry.card import model_card
+
+    expected = version.files
+    problems = []
+    present = {p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file() or p.is_symlink()}
+    for rel in sorted(present - set(expected) - {CARD_FILE, COMPLETE_MARK}):
+        problems.append(f"{rel}: not part of the version")
+    for rel, sha in expected.items():
+        path = copy / rel
+        if rel not in present:
+            problems.append(f"{rel}: missing")
+        elif path.is_symlink() or sha256_file(path) != sha:
+            problems.append(f"{rel}: content does not match its sha256")
+    card = copy / CARD_FILE
+    if not card.is_file() or card.read_text(encoding="utf-8") != model_card(version):
+        problems.append(f"{CARD_FILE}: not the card of {version.ref}")
+    mark = copy / COMPLETE_MARK
+    if not mark.is_file() or mark.read_text(encoding="utf-8").strip() != version.digest:
+        problems.append(f"{COMPLETE_MARK}: incomplete copy")
+    return problems
+
+
+def write_card_and_mark(directory: Path, version: Version) -> None:
+    from llmops_cli.registry.card import model_card
+
+    (directory / CARD_FILE).write_text(model_card(version), encoding="utf-8")
+    (directory / COMPLETE_MARK).write_text(version.digest, encoding="utf-8")
+
+
+def make_read_only(root: Path) -> None:
+    """Files 0444 and directories 0555: a served copy is not edited in place by accident."""
+    for path in sorted(root.rglob("*"), reverse=True):
+        if not path.is_symlink():
+            os.chmod(path, 0o555 if path.is_dir() else 0o444)
+    os.chmod(root, 0o555)
+
+
+def remove_tree(root: Path) -> None:
+    """rmtree that also removes read-only copies (directories need their write bit back first)."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            os.chmod(path, stat.S_IRWXU)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0

@@ -57,7 +57,9 @@ class ServeSection(Section):
         "latest",
         description="What to serve: NAME@alias, NAME:version, latest (the project's newest version) or a path.",
     )
-    registry_root: str = Field("registry", description="Registry root used to resolve `source`.")
+    registry_root: str | None = Field(
+        None, description="Deprecated: `source` resolves in the registry the register section names (backend, "
+                          "root). If set, it must equal register.root.")
     backend: Literal["auto", "transformers", "vllm"] = Field(
         "auto", description="auto picks vllm when serve.vllm.python has a CUDA build of it and sees a GPU; "
                             "vllm also runs vLLM's CPU build when asked for.",

@@ -37,11 +37,15 @@ def resolve_source(cfg: ProjectConfig, source: str | None = None) -> Served:
     source = source or cfg.serve.source
     if Path(source).is_dir():
         return Served(str(Path(source)), str(source), cfg.project.name, adapter_rank(Path(source)))
-    from llmops_cli.registry.store import LocalRegistry
+    from llmops_cli.registry.factory import open_registry
 
-    registry = LocalRegistry(cfg.serve.registry_root)
+    if cfg.serve.registry_root is not None and Path(cfg.serve.registry_root) != Path(cfg.registry.root):
+        raise ConfigError(f"serve.registry_root={cfg.serve.registry_root} differs from register.root="
+                          f"{cfg.registry.root}", hint="serve reads the registry the register section names: "
+                                                       "remove serve.registry_root")
+    registry = open_registry(cfg)
     version = registry.resolve(source, default_name=cfg.project.name)
-    model_dir = registry.materialize(version)  # re-hashes every blob first: tampering is refused
+    model_dir = registry.materialize(version)  # re-hashed on every call: a modified copy is rebuilt
     readiness = version.manifest.get("serve_readiness") or {}
     rank = readiness.get("lora_rank") or adapter_rank(Path(model_dir))
     # Clients may keep using the name they asked for (support-assistant@production).
@@ -350,16 +354,22 @@ def server_status(endpoint_file: str) -> dict[str, Any]:
     return {**endpoint, **extra, "running": alive, "ready": ready, "error": error}
 
 
+def running_endpoint(endpoint_file: str) -> dict[str, Any]:
+    """The endpoint record of the running detached server; BackendUnavailable when none runs."""
+    endpoint = read_endpoint(endpoint_file)
+    if endpoint is None or not _alive(int(endpoint["pid"])):
+        raise BackendUnavailable(f"no server is running (endpoint file: {endpoint_file})",
+                                 hint="start one with `llmops serve --detach`")
+    return endpoint
+
+
 def reload_server(cfg: ProjectConfig, source: str | None = None) -> dict[str, Any]:
     """Switch the running detached server to `source` (default serve.source) without failing
     requests in flight; return the updated endpoint info. BackendUnavailable when none runs."""
     import httpx
 
     endpoint_file = cfg.serve.endpoint_file
-    endpoint = read_endpoint(endpoint_file)
-    if endpoint is None or not _alive(int(endpoint["pid"])):
-        raise BackendUnavailable(f"no server is running (endpoint file: {endpoint_file})",
-                                 hint="start one with `llmops serve --detach`")
+    endpoint = running_endpoint(endpoint_file)
     try:
         spec = ServeSpec.model_validate_json(spec_path_for(endpoint_file).read_text(encoding="utf-8"))
     except (OSError, ValueError):  # pydantic's ValidationError is a ValueError

@@ -11,6 +11,7 @@ from typing import Any
 
 from llmops_cli.config.schema import ProjectConfig
 from llmops_cli.errors import BackendUnavailable, DataError, LlmopsError
+from llmops_cli.model.identity import base_model_identity
 from llmops_cli.tune.data import read_jsonl, to_sft_example
 from llmops_cli.tune.memory import MemoryEstimate, estimate_for, gpu_budget_gib
 from llmops_cli.utils import (
@@ -20,7 +21,6 @@ from llmops_cli.utils import (
     hash_tree,
     package_versions,
     sha256_file,
-    tree_digest,
 )
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
@@ -48,15 +48,6 @@ class TuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def base_model_identity(base: str, revision: str | None) -> dict[str, Any]:
-    """What exactly the base model is: a content hash for a local directory, id + revision for the hub."""
-    path = Path(base)
-    if path.is_dir():
-        files = {k: v for k, v in hash_tree(path).items() if k != "scaffold.json"}
-        return {"id": base, "local": True, "content_sha256": tree_digest(files)}
-    return {"id": base, "local": False, "revision": revision}
 
 
 def check_method_supported(tcfg: Any, device: str) -> None:

@@ -89,7 +89,7 @@ def test_killed_registration_leaves_no_visible_version(tmp_path):
             "LocalRegistry(sys.argv[1]).add('demo', sys.argv[2], {})")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "reg"), str(big)])
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not list((tmp_path / "reg").glob("blobs/sha256/*/.incoming-*")):
+    while time.monotonic() < deadline and not list((tmp_path / "reg").glob("blobs/sha256/.incoming-*")):
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -97,3 +97,143 @@ def test_killed_registration_leaves_no_visible_version(tmp_path):
     assert reg.list() == []
     version, created = reg.add("demo", big, {})  # and the registry still works afterwards
     assert created and version.version == 1 and reg.verify(version) == []
+
+
+@pytest.mark.parametrize("ref", ["demo:²", "demo:١", "demo:" + "9" * 24, "demo:0", "demo:-1", "demo@", "@"])
+def test_malformed_refs_are_usage_errors_not_crashes(tmp_path, ref):
+    from llmops_cli.errors import RefError
+
+    reg = LocalRegistry(tmp_path / "reg")
+    reg.add("demo", _model_dir(tmp_path), {})
+    with pytest.raises(RefError) as info:
+        reg.resolve(ref, default_name="demo")
+    assert info.value.exit_code == 2
+
+
+def _edit_index(root: Path, sql: str, *args) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(root / "index.sqlite")
+    conn.execute(sql, args)
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("edit", ["metrics", "actor", "file_sha", "repoint", "digest"])
+def test_verify_detects_edits_of_the_index(tmp_path, edit):
+    reg = LocalRegistry(tmp_path / "reg")
+    version, _ = reg.add("demo", _model_dir(tmp_path, "a", "one"), {"eval": {"tuned": {"exact_match": 0.2}}})
+    other, _ = reg.add("demo", _model_dir(tmp_path, "b", "two"), {})
+    assert reg.verify(version) == []
+    manifest = json.loads(json.dumps(version.manifest))
+    sha_other = other.files["adapter_model.safetensors"]
+    if edit == "metrics":
+        manifest["eval"]["tuned"]["exact_match"] = 1.0
+        _edit_index(reg.root, "UPDATE versions SET manifest=? WHERE version=1", json.dumps(manifest))
+    elif edit == "actor":
+        _edit_index(reg.root, "UPDATE versions SET created_by='ceo' WHERE version=1")
+    elif edit == "file_sha":
+        _edit_index(reg.root, "UPDATE files SET sha256=? WHERE version=1 AND path='adapter_model.safetensors'",
+                    sha_other)
+    elif edit == "repoint":  # file row and manifest both point at another (intact) blob
+        manifest["files"]["adapter_model.safetensors"] = sha_other
+        _edit_index(reg.root, "UPDATE versions SET manifest=? WHERE version=1", json.dumps(manifest))
+        _edit_index(reg.root, "UPDATE files SET sha256=? WHERE version=1 AND path='adapter_model.safetensors'",
+                    sha_other)
+    else:
+        _edit_index(reg.root, "UPDATE versions SET digest=? WHERE version=1", other.digest)
+    problems = reg.verify(reg.get("demo", 1))
+    assert problems, edit
+    with pytest.raises(RegistryError, match="failed verification"):
+        reg.materialize(reg.get("demo", 1))
+
+
+def test_materialized_copy_is_read_only_verified_and_rebuilt(tmp_path):
+    reg = LocalRegistry(tmp_path / "reg")
+    version, _ = reg.add("demo", _model_dir(tmp_path, "a", "one"), {})
+    copy = reg.materialize(version)
+    assert not os.access(copy / "adapter_model.safetensors", os.W_OK) or os.geteuid() == 0
+    assert (os.stat(copy / "adapter_model.safetensors").st_mode & 0o222) == 0
+    os.chmod(copy, 0o755)
+    (copy / ".hidden_evil.py").write_text("x")
+    assert reg.verify(version) == ["materialized copy: .hidden_evil.py: not part of the version"]
+    again = reg.materialize(version)
+    assert again == copy and not (copy / ".hidden_evil.py").exists() and reg.verify(version) == []
+
+
+def test_gc_waits_for_a_registration_in_flight(tmp_path, monkeypatch):
+    """The race from the issue, made deterministic: gc starts while a registration has written its blobs
+    but not committed its version. gc must not delete them."""
+    import threading
+
+    reg = LocalRegistry(tmp_path / "reg")
+    src = _model_dir(tmp_path, "big", "payload")
+    written, release = threading.Event(), threading.Event()
+    commit = LocalRegistry._commit_version
+
+    def paused_commit(self, *args, **kwargs):
+        written.set()
+        release.wait(30)
+        return commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalRegistry, "_commit_version", paused_commit)
+    result: dict = {}
+    registering = threading.Thread(target=lambda: result.update(v=reg.add("demo", src, {})[0]))
+    registering.start()
+    assert written.wait(30)
+    collecting = threading.Thread(target=lambda: result.update(gc=LocalRegistry(reg.root).gc()))
+    collecting.start()
+    collecting.join(1.0)
+    assert collecting.is_alive()  # gc waits for the registration's lease
+    release.set()
+    registering.join(30)
+    collecting.join(30)
+    assert result["gc"]["removed"] == 0 and reg.verify(result["v"]) == []
+
+
+def _register_big(root: str, src: str) -> None:
+    LocalRegistry(root).add("demo", src, {})
+
+
+def _gc_loop(root: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        LocalRegistry(root).gc()
+
+
+def test_gc_racing_real_registrations_loses_nothing(tmp_path):
+    srcs = []
+    for i in range(5):
+        src = _model_dir(tmp_path, f"m{i}", f"p{i}")
+        for j in range(4):
+            (src / f"shard-{j}.bin").write_bytes(os.urandom(2 << 20))
+        srcs.append(src)
+    ctx = multiprocessing.get_context("spawn")
+    root = str(tmp_path / "reg")
+    LocalRegistry(root).gc()
+    procs = [ctx.Process(target=_gc_loop, args=(root, 4.0))]
+    procs += [ctx.Process(target=_register_big, args=(root, str(s))) for s in srcs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    reg = LocalRegistry(root)
+    assert len(reg.list("demo")) == 5 and all(reg.verify(v) == [] for v in reg.list("demo"))
+
+
+def test_gc_reclaims_leftovers_of_killed_processes_and_stale_copies(tmp_path):
+    reg = LocalRegistry(tmp_path / "reg")
+    version, _ = reg.add("demo", _model_dir(tmp_path), {})
+    reg.materialize(version)
+    (reg.blobs / ".incoming-abc").write_bytes(b"half")
+    (reg.blobs / "aa").mkdir(exist_ok=True)
+    (reg.blobs / "aa" / ".incoming-old").write_bytes(b"half")  # the layout of older releases
+    (reg.root / ".materialize-xyz" / "sub").mkdir(parents=True)
+    stale = reg.root / "materialized" / "demo" / "7"
+    stale.mkdir(parents=True)
+    (stale / "weights").write_bytes(b"of a version that does not exist")
+    result = reg.gc()
+    assert (result["leftovers"], result["copies"], result["removed"]) == (3, 1, 0)
+    assert not stale.exists() and reg.verify(version) == []
+    assert (reg.root / "materialized" / "demo" / "1").is_dir()

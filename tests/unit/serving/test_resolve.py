@@ -22,8 +22,8 @@ def _registered(tmp_path, readiness):
     (adapter / "adapter_model.safetensors").write_bytes(b"weights")
     registry = LocalRegistry(tmp_path / "registry")
     version, _ = registry.add("support", adapter, {"serve_readiness": readiness})
-    cfg = ProjectConfig.model_validate({"project": {"name": "support"}, "serve": {
-        "registry_root": str(tmp_path / "registry"), "source": "support:1",
+    cfg = ProjectConfig.model_validate({"project": {"name": "support"}, "register": {
+        "root": str(tmp_path / "registry")}, "serve": {"source": "support:1",
         "request_log": str(tmp_path / "serve/requests.jsonl")}})
     return registry, version, cfg
 
