@@ -63,6 +63,13 @@ def test_stage_configs_are_recorded(adapter_project):
     assert manifest["data"]["prep_config"]["dedup"] is True
     assert manifest["eval"]["config"]["data"] == str(tmp / "processed/test.jsonl")
     assert manifest["register"]["config"]["model_dir"] == str(tmp / "tune")
+    assert manifest["data"]["prep_config"]["pii"]["github_token"] == "drop"  # a policy, not a secret
+
+
+def test_credentials_in_config_urls_are_masked(adapter_project):
+    uri = "http://user:s3cret@mlflow.example:5000"
+    config = _manifest(adapter_project, **{"register.mlflow_tracking_uri": uri})["register"]["config"]
+    assert config["mlflow_tracking_uri"] == "http://***@mlflow.example:5000"
 
 
 def test_safety_parity_and_production_delta_are_kept(adapter_project):
