@@ -85,6 +85,11 @@ def test_card_is_deterministic_and_built_from_the_version_alone(tmp_path, monkey
     assert model_card(_version(version=4)) != model_card(_version())
 
 
+def test_card_of_a_version_with_an_old_or_empty_manifest():
+    card = model_card(_version(manifest={}))
+    assert "# support:3" in card and "unknown" in card and "not run" in card
+
+
 def test_card_from_a_real_manifest(adapter_project):
     tmp, config = adapter_project
     run = json.loads((tmp / "tune/run_manifest.json").read_text())
