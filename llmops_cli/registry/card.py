@@ -1,4 +1,4 @@
-"""What a version records beyond its files: serve-readiness and a generated model card."""
+"""What a version records beyond its files: serve-readiness, and its model card rendered from the record."""
 
 from __future__ import annotations
 
@@ -85,47 +85,138 @@ def _eos_token(model_dir: Path) -> str | None:
 
 
 def model_card(version: Version) -> str:
-    """A model card (Markdown) from the version record alone: intended use, data, training, metrics."""
-    name, manifest = version.ref, version.manifest
+    """The model card (Markdown) of a version, rendered from its record alone: the same record gives the
+    same bytes, and nothing on disk or in the config can make the card disagree with the registry."""
+    manifest = version.manifest
+    lines = [f"# {version.ref}", ""]
+    if version.forced:
+        lines += [f"> **Registered with --force: {version.force_reason or '(no reason given)'}**", ""]
+    lines += _identity(version)
+    lines += ["", "## License", str(manifest.get("license") or "unknown")]
+    base_id = (manifest.get("base_model") or {}).get("id")
+    lines += ["", "## Intended use",
+              f"A fine-tune of `{base_id}` for the task in its training data (see Data). Use it through an",
+              "OpenAI-compatible endpoint (`llmops serve`) with the chat template stored in this version."]
+    lines += ["", "## Base model and training", *_training(manifest)]
+    lines += ["", "## Data", *_data(manifest.get("data") or {})]
+    lines += ["", "## Evaluation", *_evaluation(manifest.get("eval") or {})]
+    lines += ["", "## Safety", *_safety((manifest.get("eval") or {}).get("safety"))]
+    lines += ["", "## Serving readiness", *_readiness(manifest.get("serve_readiness") or {})]
+    lines += ["", "## Limitations", *_limitations(version)]
+    return "\n".join(lines) + "\n"
+
+
+def _identity(version: Version) -> list[str]:
+    os_user = version.manifest.get("registered_by_os_user")
+    by = version.created_by + (f" (OS user: {os_user})" if os_user and os_user != version.created_by else "")
+    return [f"- registered: {version.created_at}", f"- by: {by}",
+            f"- git commit: `{version.manifest.get('git_commit') or 'unknown'}`", f"- digest: `{version.digest}`"]
+
+
+def _training(manifest: dict[str, Any]) -> list[str]:
     base = manifest.get("base_model") or {}
-    training = manifest.get("training") or {}
-    tune_cfg = ((training.get("config") or {}).get("tune")) or {}
-    evaluation = manifest.get("eval") or {}
-    data = manifest.get("data") or {}
-    readiness = manifest.get("serve_readiness") or {}
-    lines = [
-        f"# {name}",
-        "",
-        "## Intended use",
-        f"A fine-tune of `{base.get('id')}` for the task in its training data (see Data). Use it through an",
-        "OpenAI-compatible endpoint (`llmops serve`) with the chat template stored in this version.",
-        "",
-        "## Base model and training",
-        f"- base: `{base.get('id')}`" + (f" (content sha256 `{base.get('content_sha256', '')[:16]}`)"
-                                        if base.get("content_sha256") else f" (revision {base.get('revision')})"),
-        f"- method: {tune_cfg.get('method', 'unknown')}"
-        + (f", LoRA r={readiness.get('lora_rank')}" if readiness.get("lora_rank") else ""),
-        f"- epochs: {tune_cfg.get('epochs')}, learning rate: {tune_cfg.get('learning_rate')}",
-        "",
-        "## Data",
-        f"- splits: {json.dumps(data.get('splits'))}",
-        f"- prep output hashes: {len(data.get('prep_hashes') or {})} files recorded in the version manifest",
-        "",
-        "## Evaluation",
-        f"- examples: {evaluation.get('n')}",
-    ]
-    for model in ("base", "tuned"):
-        metrics = evaluation.get(model) or {}
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, int | float))
+    tune_cfg = (((manifest.get("training") or {}).get("config") or {}).get("tune")) or {}
+    rank = (manifest.get("serve_readiness") or {}).get("lora_rank")
+    pinned = (f"content sha256 `{_short(base['content_sha256'])}`" if base.get("content_sha256")
+              else f"revision {base.get('revision')}")
+    lines = [f"- base: `{base.get('id')}` ({pinned})",
+             f"- method: {tune_cfg.get('method', 'unknown')}" + (f", LoRA r={rank}" if rank else ""),
+             f"- epochs: {tune_cfg.get('epochs')}, learning rate: {tune_cfg.get('learning_rate')}"]
+    tokenizer = manifest.get("tokenizer") or {}
+    if tokenizer.get("sha256"):
+        lines.append(f"- tokenizer sha256 `{_short(tokenizer['sha256'])}` ({', '.join(sorted(tokenizer['files']))})")
+    env = manifest.get("environment") or {}
+    if env:
+        torch = env.get("torch") or {}
+        build = f", torch {torch.get('version')} (CUDA {torch.get('cuda')})" if torch.get("version") else ""
+        lines.append(f"- environment: Python {(env.get('python') or {}).get('version')}{build}, "
+                     f"{len(env.get('packages') or {})} packages recorded")
+    return lines
+
+
+def _data(data: dict[str, Any]) -> list[str]:
+    lines = [_source_line(source) for source in data.get("sources") or []]
+    splits = data.get("splits") or {}
+    order = sorted(splits, key=lambda s: (("train", "validation", "test", s).index(s), s))
+    lines.append("- splits: " + (", ".join(f"{s}={splits[s]}" for s in order) or "unknown"))
+    prep = data.get("prep_config") or {}
+    if prep:
+        pii = ", ".join(f"{k}={v}" for k, v in sorted((prep.get("pii") or {}).items()))
+        near_dup = prep.get("near_dup") or {}
+        near = f"on (threshold {near_dup.get('threshold')})" if near_dup.get("enabled") else "off"
+        lines.append(f"- prep: exact dedup={prep.get('dedup')}, near-duplicate removal {near}, "
+                     f"PII: {pii or 'unchanged'}")
+    lines.append(f"- prep output hashes: {len(data.get('prep_hashes') or {})} files recorded in the version manifest")
+    return lines
+
+
+def _source_line(source: dict[str, Any]) -> str:
+    if source.get("hub"):
+        return f"- source `hub:{source['hub']}`: a hub dataset, content not hashed"
+    if source.get("missing"):
+        return f"- source `{source.get('path')}`: missing when registered"
+    rows = f", {source['rows_in']} rows in, {source.get('rows_out')} kept" if "rows_in" in source else ""
+    return (f"- source `{source.get('path')}`: sha256 `{_short(source.get('sha256'))}` "
+            f"({source.get('bytes')} bytes{rows})")
+
+
+def _evaluation(evaluation: dict[str, Any]) -> list[str]:
+    lines = [f"- examples: {evaluation.get('n')}"]
+    for model in ("base", "production", "tuned"):
+        shown = _metrics(evaluation.get(model) or {})
         if shown:
             lines.append(f"- {model}: {shown}")
+    for key, label in (("delta", "delta vs base"), ("delta_production", "delta vs production")):
+        delta = evaluation.get(key) or {}
+        shown = _metrics(delta, sign=True)
+        ci = delta.get("exact_match_ci") or {}
+        if "ci_low" in ci:
+            shown += f" (exact_match 95% CI [{ci['ci_low']:.4g}, {ci['ci_high']:.4g}])"
+        if shown:
+            lines.append(f"- {label}: {shown}")
     for gate in evaluation.get("gates") or []:
         lines.append(f"- gate `{gate.get('gate')}`: {'pass' if gate.get('passed') else 'FAIL'}")
+    return lines
+
+
+def _metrics(metrics: dict[str, Any], sign: bool = False) -> str:
+    fmt = "{:+.4g}" if sign else "{:.4g}"
+    return ", ".join(f"{k}={fmt.format(v)}" for k, v in sorted(metrics.items())
+                     if isinstance(v, int | float) and not isinstance(v, bool))
+
+
+def _safety(safety: dict[str, Any] | None) -> list[str]:
+    if not safety:
+        return ["- not run (eval.safety was off or the eval predates it)"]
+    return [f"- refusal rate on harmful requests: {_num(safety.get('refusal_rate'))}",
+            f"- leak rate (injection, system prompt, PII): {_num(safety.get('leak_rate'))}",
+            f"- bias pairs answered differently: {_num(safety.get('bias_disparity_rate'))}",
+            f"- probes: {safety.get('probes')}"]
+
+
+def _readiness(readiness: dict[str, Any]) -> list[str]:
+    lines = [f"- LoRA rank: {readiness.get('lora_rank')}, requires merge: {readiness.get('requires_merge')}"]
+    reasons = readiness.get("reasons") or []
+    return lines + ([f"- {reason}" for reason in reasons] or ["- no problems found"])
+
+
+def _limitations(version: Version) -> list[str]:
+    lines = []
+    if version.forced:
+        failed = [g.get("gate") for g in (version.manifest.get("eval") or {}).get("gates") or [] if not g.get("passed")]
+        lines.append(f"- Registered with --force: {version.force_reason or '(no reason given)'}"
+                     + (f"; failed gates: {', '.join(map(str, failed))}" if failed else ""))
     lines += [
-        "",
-        "## Limitations",
         "- Measured only on the held-out split of the same data distribution; behaviour outside it is unknown.",
         "- Inherits the base model's biases and failure modes; run `llmops eval` safety probes before exposure.",
     ]
-    lines += [f"- serving: {reason}" for reason in readiness.get("reasons") or []]
-    return "\n".join(lines) + "\n"
+    reasons = (version.manifest.get("serve_readiness") or {}).get("reasons") or []
+    return lines + [f"- serving: {reason}" for reason in reasons]
+
+
+def _short(digest: Any) -> str:
+    return str(digest)[:12] if digest else "unknown"
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "n/a"

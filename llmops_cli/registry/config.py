@@ -24,6 +24,11 @@ class RegisterSection(Section):
     eval_metrics: str = Field("metrics/eval.json", description="Eval metrics whose gates must have passed.")
     prep_report: str = Field("reports/prep.json", description="Prep report recorded as data lineage.")
     output: str = Field("reports/register.json", description="Written after registering: the version made.")
+    license: str | None = Field(
+        None,
+        description="SPDX id recorded on the card; default: the `license:` in the base model's README front "
+                    "matter when the base is a local directory, else \"unknown\".",
+    )
     aliases: list[str] = Field(
         default_factory=lambda: ["staging", "production"], description="Aliases (stages) versions can be promoted to."
     )
