@@ -11,9 +11,9 @@ from llmops_cli.config.schema import ProjectConfig
 from llmops_cli.errors import GateFailed, ModelMismatch, RegistryError
 from llmops_cli.model.identity import same_base
 from llmops_cli.registry.base import Version
-from llmops_cli.registry.card import serve_readiness
 from llmops_cli.registry.factory import open_registry
-from llmops_cli.utils import atomic_write_json, git_commit, package_versions
+from llmops_cli.registry.lineage import build_manifest
+from llmops_cli.utils import atomic_write_json
 
 
 @dataclass
@@ -47,7 +47,7 @@ def register_model(cfg: ProjectConfig, force_reason: str | None = None) -> Regis
     if force_reason is None:
         _check_custody(rcfg.eval_metrics, evaluated, run)
     prep = json.loads(Path(rcfg.prep_report).read_text()) if Path(rcfg.prep_report).is_file() else {}
-    manifest = _lineage(cfg, run, evaluation, prep)
+    manifest = build_manifest(cfg, Path(rcfg.model_dir), run, evaluation, prep)
     manifest["custody"] = {"evaluated": evaluated or None, "eval_metrics": rcfg.eval_metrics}
     version, created = open_registry(cfg).add(
         cfg.project.name, rcfg.model_dir, manifest, force_reason,
@@ -67,20 +67,3 @@ def _check_custody(metrics_file: str, evaluated: dict[str, Any], run: dict[str, 
         raise ModelMismatch("the adapter was evaluated on another base model than it was trained on "
                             f"({(evaluated.get('base') or {}).get('id')} vs {(run.get('base_model') or {}).get('id')})",
                             hint="set model.base to the training base and re-run `llmops eval`")
-
-
-def _lineage(cfg: ProjectConfig, run: dict[str, Any], evaluation: dict[str, Any],
-             prep: dict[str, Any]) -> dict[str, Any]:
-    rcfg = cfg.registry
-    return {
-        "base_model": run.get("base_model"),
-        "adapter": (Path(rcfg.model_dir) / "adapter_config.json").is_file(),
-        "training": {"config": run.get("config"), "metrics": run.get("metrics"), "data": run.get("data")},
-        "data": {"prep_hashes": prep.get("hashes"), "splits": prep.get("splits")},
-        "eval": {k: evaluation.get(k) for k in ("n", "base", "tuned", "delta", "gates", "gates_passed", "data")},
-        "git_commit": git_commit(),
-        "packages": package_versions(),
-        "train_git_commit": run.get("git_commit"),
-        "train_packages": run.get("packages"),
-        "serve_readiness": serve_readiness(Path(rcfg.model_dir), prep),
-    }

@@ -49,9 +49,8 @@ def test_modules_to_save_requires_a_merged_model(adapter_project):
     assert readiness["requires_merge"] is True and "modules_to_save" in readiness["reasons"][0]
 
 
-def test_register_refuses_weights_that_were_not_evaluated(adapter_project, tmp_path_factory):
+def test_register_refuses_weights_that_were_not_evaluated(adapter_project):
     tmp, config = adapter_project
-    cfg = load_config(config)
     other = tmp / "other"  # another tune output registered with the first one's eval results
     import shutil
 
