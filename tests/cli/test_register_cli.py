@@ -2,11 +2,14 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from llmops_cli.cli.app import app
+from tests.registry_fixtures import new_weights
 
 runner = CliRunner()
+APPROVE = ("--approve", "--by", "qa", "--reason", "signed off")
 
 
 def _run(config, *args):
@@ -16,26 +19,25 @@ def _run(config, *args):
 def test_register_promote_rollback_verify_gc_through_the_cli(adapter_project):
     tmp, config = adapter_project
     assert _run(config, "register").exit_code == 0
-    manifest = tmp / "tune/run_manifest.json"
-    manifest.write_text(manifest.read_text().replace('"train_loss": 1.0', '"train_loss": 0.5'))
+    new_weights(tmp, 0.01)
     added = _run(config, "register", "--json")
-    assert added.exit_code == 0 and json.loads(added.stdout)["version"] == 2
+    assert added.exit_code == 0 and json.loads(added.stdout)["version"] == 2 and json.loads(added.stdout)["ok"]
 
     refused = _run(config, "register", "promote", "test-model:1", "--to", "production")
-    assert refused.exit_code == 1 and "--approve --by NAME --reason TEXT" in refused.output
+    assert refused.exit_code == 2 and "--approve --by NAME --reason TEXT" in refused.output
     for ref in ("test-model:1", "test-model:2"):
-        ok = _run(config, "register", "promote", ref, "--to", "production", "--approve", "--by", "qa",
-                  "--reason", "signed off")
+        ok = _run(config, "register", "promote", ref, "--to", "production", *APPROVE)
         assert ok.exit_code == 0, ok.output
     listed = json.loads(_run(config, "register", "list", "--json").stdout)["versions"]
     assert [v["aliases"] for v in listed] == [[], ["production"]]
-    back = _run(config, "register", "rollback", "production", "--reason", "bad latency", "--json")
+    assert _run(config, "register", "rollback", "production", "--reason", "bad latency").exit_code == 2
+    back = _run(config, "register", "rollback", "production", *APPROVE, "--json")
     assert back.exit_code == 0 and json.loads(back.stdout)["version"] == 1
     shown = json.loads(_run(config, "register", "show", "test-model@production", "--json").stdout)
     assert shown["version"] == 1 and len(shown["alias_history"]) == 3
 
     diffed = json.loads(_run(config, "register", "diff", "test-model:1", "test-model:2", "--json").stdout)
-    assert diffed["files"]["changed"] == ["run_manifest.json"]
+    assert diffed["files"]["changed"] == ["adapter_model.safetensors"]
 
     assert _run(config, "register", "verify", "--all").exit_code == 0
     blob = next((tmp / "registry/blobs/sha256").glob("*/*"))
@@ -46,9 +48,26 @@ def test_register_promote_rollback_verify_gc_through_the_cli(adapter_project):
     assert _run(config, "register", "gc", "--dry-run").exit_code == 0
 
 
-def test_bad_references_exit_with_a_clear_message(adapter_project):
+@pytest.mark.parametrize("args, message", [
+    (("register", "show", "../../etc:1"), "invalid model name"),
+    (("register", "show", "test-model:²"), "invalid version"),
+    (("register", "show", "test-model:" + "9" * 24), "invalid version"),
+    (("register", "show", "test-model:١"), "invalid version"),
+    (("register", "show", "test-model:9"), "no version test-model:9"),
+    (("register", "show", "test-model@production"), "nothing registered"),
+    (("register", "promote", "test-model:1", "--to", "Prod;rm"), "invalid alias"),
+    (("register", "promote", "test-model:1", "--to", "canary"), "unknown alias"),
+    (("register", "promote", "test-model:1", "--to", "production"), "explicit approval"),
+    (("register", "rollback", "production", "--name", "../x"), "invalid model name"),
+    (("register", "diff", "test-model:1", "test-model:77"), "no version"),
+    (("register", "verify", "test-model:5"), "no version"),
+    (("register", "export", "test-model:5", "out"), "no version"),
+    (("register", "list", "bad/name"), "invalid model name"),
+    (("register", "--force"), "--force needs --reason"),
+])
+def test_usage_and_reference_errors_exit_2_without_a_traceback(adapter_project, args, message):
     _, config = adapter_project
-    result = _run(config, "register", "show", "../../etc:1")
-    assert result.exit_code == 1 and "invalid model name" in result.output and "Traceback" not in result.output
-    result = _run(config, "register", "promote", "test-model:1", "--to", "Prod;rm")
-    assert result.exit_code == 1 and "invalid alias" in result.output
+    assert _run(config, "register").exit_code == 0
+    result = _run(config, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
