@@ -65,6 +65,17 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def copy_hashing(src: str | Path, dst: str | Path, chunk: int = 1 << 20) -> tuple[str, int]:
+    """Copy src to dst and return (sha256, size) of what was copied: one read of every byte."""
+    digest, size = hashlib.sha256(), 0
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while block := fin.read(chunk):
+            digest.update(block)
+            fout.write(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
 def hash_tree(root: str | Path) -> dict[str, str]:
     """sha256 of every file under root, keyed by relative POSIX path (sorted)."""
     root = Path(root)

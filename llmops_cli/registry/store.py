@@ -11,7 +11,6 @@ run, gc holds it exclusively, so gc never sees the blobs of a version that is no
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -38,7 +37,7 @@ from llmops_cli.registry.base import (
     parse_ref,
     rollback_target_from_history,
 )
-from llmops_cli.utils import sha256_file
+from llmops_cli.utils import copy_hashing, sha256_file
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -57,7 +56,6 @@ CREATE TABLE IF NOT EXISTS alias_history (
 """
 # Columns added after the first release: added in place to older indexes.
 _ADDED_COLUMNS = {"versions": {"seal": "TEXT"}, "alias_history": {"action": "TEXT", "os_user": "TEXT"}}
-_COPY_CHUNK = 1 << 20
 
 
 class LocalRegistry:
@@ -128,18 +126,13 @@ class LocalRegistry:
         self.blobs.mkdir(parents=True, exist_ok=True)
         before = path.stat()
         fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".incoming-")
-        digest, size = hashlib.sha256(), 0
+        os.close(fd)
         try:
-            with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
-                while block := src.read(_COPY_CHUNK):
-                    digest.update(block)
-                    dst.write(block)
-                    size += len(block)
+            sha, size = copy_hashing(path, tmp)
             after = path.stat()
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or size != after.st_size:
                 raise RegistryError(f"{path} changed while it was being registered",
                                     hint="wait for the writer (e.g. a running `llmops tune`) to finish")
-            sha = digest.hexdigest()
             target = self.blobs / sha[:2] / sha
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -332,12 +325,7 @@ class LocalRegistry:
         if not blob.is_file():
             return None
         out.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        with open(blob, "rb") as src, open(out, "wb") as dst:
-            while block := src.read(_COPY_CHUNK):
-                digest.update(block)
-                dst.write(block)
-        return digest.hexdigest()
+        return copy_hashing(blob, out)[0]
 
     def gc(self, dry_run: bool = False) -> dict[str, Any]:
         """Delete unreferenced blobs, leftovers of killed registrations and materialisations, and copies of
