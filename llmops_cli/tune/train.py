@@ -321,7 +321,7 @@ def _read_previous_metrics(path: str) -> dict[str, Any]:
 
 def _write_loss_curve(path: str, history: list[dict[str, Any]]) -> None:
     """step,loss,eval_loss rows for `dvc plots` (one per logged step)."""
-    rows = {}
+    rows: dict[int, dict[str, Any]] = {}
     for entry in history:
         step = entry.get("step")
         if step is None:
@@ -331,7 +331,10 @@ def _write_loss_curve(path: str, history: list[dict[str, Any]]) -> None:
             row["loss"] = round(float(entry["loss"]), 6)
         if "eval_loss" in entry:
             row["eval_loss"] = round(float(entry["eval_loss"]), 6)
-    lines = ["step,loss,eval_loss"] + [f"{r['step']},{r['loss']},{r['eval_loss']}" for r in rows.values()]
+    # Only steps with a training loss: a row without one (the final evaluation, the run summary) is
+    # drawn by `dvc plots` as a drop to zero.
+    lines = ["step,loss,eval_loss"] + [f"{r['step']},{r['loss']},{r['eval_loss']}" for r in rows.values()
+                                       if r["loss"] != ""]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -395,7 +398,9 @@ def merge_adapter(cfg: ProjectConfig, output: str | None = None) -> dict[str, An
     source = cfg.tune.output_dir
     if not is_adapter_dir(source):
         raise DataError(f"{source} holds no LoRA adapter to merge", hint="run `llmops tune` with a lora/qlora method")
-    out = Path(output or Path(source) / "merged")
+    # Beside the adapter, never inside it: tune.output_dir is a DVC output, and writing into it would
+    # mark tune and every later stage as changed.
+    out = Path(output or f"{Path(source)}-merged")
     model = load_causal_lm(cfg.model, device="cpu", adapter=source, merge=True)
     model.save_pretrained(out, safe_serialization=True)
     load_tokenizer(cfg.model, path=source).save_pretrained(out)

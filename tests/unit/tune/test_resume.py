@@ -66,7 +66,8 @@ def test_merge_writes_plain_full_weights(prepared):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(merged["output"])
-    assert not (tmp / "m/merged/adapter_config.json").exists()
+    assert merged["output"] == str(tmp / "m-merged") and not (tmp / "m/merged").exists()  # outside tune's output
+    assert not (tmp / "m-merged/adapter_config.json").exists()
     assert sum(p.numel() for p in model.parameters()) == merged["parameters"]
 
 
@@ -74,3 +75,14 @@ def test_nproc_relaunches_the_same_command_under_torchrun():
     cmd = launcher_command(4, ["tune", "-c", "configs/gpu.yaml", "--nproc", "4", "--set", "tune.epochs=1"])
     assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m"]
     assert cmd[6:] == ["llmops_cli", "tune", "-c", "configs/gpu.yaml", "--set", "tune.epochs=1"]
+
+
+def test_loss_curve_has_a_loss_on_every_row(tmp_path):
+    """`dvc plots` draws a row without a loss as a drop to zero (the final eval / summary rows)."""
+    from llmops_cli.tune.train import _write_loss_curve
+
+    history = [{"step": 2, "loss": 1.5}, {"step": 4, "loss": 1.0, "eval_loss": 1.2},
+               {"step": 5, "eval_loss": 0.9}, {"step": 5, "train_loss": 1.1, "train_runtime": 3.0}]
+    _write_loss_curve(str(tmp_path / "loss.csv"), history)
+    rows = (tmp_path / "loss.csv").read_text().splitlines()
+    assert rows == ["step,loss,eval_loss", "2,1.5,", "4,1.0,1.2"]
