@@ -60,7 +60,8 @@ def tune(
 @app.command("merge")
 def merge(
     ctx: typer.Context, 
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Default: <tune.output_dir>-merged (outside tune's DVC output).")] = None,
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", help="Default: <tune.output_dir>-merged (outside tune's DVC output).")] = None,
     config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
 ) -> None:
     """Merge the trained adapter into the base weights (a QLoRA base is dequantised correctly)."""
