@@ -21,10 +21,12 @@ help:
 	@echo "stage targets: base-model prep tune eval register serve ask monitor pipeline lint clean"
 	@echo "more: monitor-check monitor-report monitor-export monitor-rules bench"
 
+# TORCH_INDEX: an extra index for torch, e.g. PyTorch's CPU wheel index on a CPU CI runner (.github).
+TORCH_INDEX ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
@@ -32,10 +34,13 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(BIN)/dvc repro
-	@# dvc skips an unchanged serve stage: make sure the server is really up
-	$(LLMOPS) serve status -c $(CONFIG) >/dev/null 2>&1 || $(LLMOPS) serve --detach -c $(CONFIG)
+	@# The demo serves the staging slot (serve.source); production moves only by an approved promote.
+	$(LLMOPS) register promote latest --to staging -c $(CONFIG)
+	$(LLMOPS) serve status -c $(CONFIG) >/dev/null 2>&1 && $(LLMOPS) serve reload -c $(CONFIG) \
+		|| $(LLMOPS) serve --detach -c $(CONFIG)
 	$(LLMOPS) serve ask -c $(CONFIG) "Hi, I was charged twice this month, please refund me."
-	$(LLMOPS) monitor -c $(CONFIG)
+	@# Alerts are reported, not fatal here (`llmops monitor` exits 1 on a breach, for CI jobs).
+	$(LLMOPS) monitor -c $(CONFIG) --report-only
 	@echo "endpoint: $$(cat serve/endpoint.json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["url"])')/v1  (stop it with: make stop)"
 
 test: setup
@@ -69,6 +74,7 @@ eval: setup
 register: setup
 	$(LLMOPS) register -c $(CONFIG)
 serve: setup
+	$(LLMOPS) register promote latest --to staging -c $(CONFIG)
 	$(LLMOPS) serve --detach -c $(CONFIG)
 ask: setup
 	$(LLMOPS) serve ask -c $(CONFIG) "$(or $(MSG),My package never arrived, where is it?)"
@@ -79,7 +85,8 @@ stop:
 	-$(LLMOPS) serve stop -c $(CONFIG)
 
 clean: stop
-	rm -rf models data/processed artifacts metrics reports registry serve dvc.lock .dvc/cache .dvc/tmp
+	rm -rf models data/processed artifacts reports registry serve .dvc/cache .dvc/tmp
+	rm -f metrics/*.json metrics/*.csv dvc.lock
 
 .PHONY: monitor-check monitor-report monitor-export monitor-rules bench
 monitor-check: setup

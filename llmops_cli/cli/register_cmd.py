@@ -85,6 +85,36 @@ def show(
 
 
 RefArg = Annotated[str, typer.Argument(help="NAME[@alias|:version], or latest.")]
+
+@app.command("resolve")
+def resolve(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="NAME[@alias|:version], or latest.")] = "@production",
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Also write the pointer to this file.")]
+    = None,
+    config: ConfigOpt = None, set_: SetOpt = None, json_: JsonOpt = False,
+) -> None:
+    """The version a reference points at, as {ref, version, digest} ({ref: null} when nothing is there).
+    The demo's DVC pipeline writes @production this way, so eval re-runs when production moves."""
+    with command(json_, ctx) as console:
+        cfg = load_project(config, set_, ctx)
+        from llmops_cli.errors import RefError
+        from llmops_cli.registry.factory import open_registry
+        from llmops_cli.utils import atomic_write_json
+
+        try:
+            version = open_registry(cfg).resolve(ref, default_name=cfg.project.name)
+            pointer = {"ref": version.ref, "version": version.version, "digest": version.digest}
+        except RefError as exc:
+            if exc.message.startswith(("invalid", "reference")):
+                raise
+            pointer = {"ref": None, "version": None, "digest": None}
+        if output:
+            atomic_write_json(output, {"requested": ref, **pointer})
+        console.result({"ok": True, "requested": ref, **pointer},
+                       f"{ref} -> {pointer['ref'] or 'nothing'}")
+
+
 ReloadOpt = Annotated[bool, typer.Option("--reload", help="Switch the running server to the new target.")]
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who approves / performs the change (recorded).")]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (recorded in the alias history).")]

@@ -60,7 +60,12 @@ class EvalSection(Section):
         default_factory=list,
         description='Gates such as "tuned.exact_match >= 0.6" or "delta.exact_match > 0"; a failure exits 1.',
     )
-    metrics_file: str = Field("metrics/eval.json", description="Metrics and gate results (DVC metrics).")
+    metrics_file: str = Field(
+        "metrics/eval.json", description="A small numeric summary for DVC and git (`dvc metrics diff`, "
+                                         "`dvc exp show`): main metrics per model, deltas, gates_passed, safety.")
+    results_file: str = Field(
+        "reports/eval.json", description="Every result: metrics, intervals, gates, safety, parity and the "
+                                         "evaluated model's identity (what `register` checks).")
     predictions_file: str = Field("reports/eval_predictions.jsonl", description="Per-example predictions.")
     report_file: str = Field("reports/eval.md", description="Readable report (Markdown).")
 

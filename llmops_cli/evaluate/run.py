@@ -184,7 +184,13 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
     extra["labels"] = {name: label_report(preds, references) for name, preds in predictions.items()}
 
     flat = {**models, **extra, "delta": delta, "n": len(rows)}
-    result = EvalResult(n=len(rows), models=models, delta=delta, gates=check_gates(ecfg.gates, flat), extra=extra,
+    # No production version yet (the first release): gates that compare with it cannot apply.
+    no_production = {} if "production" in models else {
+        key: str(extra.get("production_ref") or "production comparison off (eval.compare_production)"
+                 ).removeprefix("skipped: ")
+        for key in ("production", "delta_production")}
+    result = EvalResult(n=len(rows), models=models, delta=delta, gates=check_gates(ecfg.gates, flat, no_production),
+                        extra=extra,
                         metrics_file=ecfg.metrics_file, predictions_file=ecfg.predictions_file,
                         report_file=ecfg.report_file)
     atomic_write_jsonl(ecfg.predictions_file, (
@@ -192,14 +198,33 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
          "tuned_correct": bool(em["tuned"][i])}
         for i, (r, ref) in enumerate(zip(rows, references, strict=True))
     ))
-    atomic_write_json(ecfg.metrics_file, {
-        **result.to_dict(),
-        "data": {"path": ecfg.data, "sha256": sha256_file(ecfg.data)},
-        "model_dir": str(Path(ecfg.adapter)),
-        "model": identity,
-    })
+    full = {**result.to_dict(), "data": {"path": ecfg.data, "sha256": sha256_file(ecfg.data)},
+            "model_dir": str(Path(ecfg.adapter)), "model": identity}
+    atomic_write_json(ecfg.results_file, full)
+    atomic_write_json(ecfg.metrics_file, metrics_summary(full, ecfg.results_file))
     atomic_write_text(ecfg.report_file, render_report(result))
     return result
+
+
+_SUMMARY_KEYS = ("exact_match", "token_f1", "rouge_l", "bleu", "macro_f1", "latency_p95_ms")
+
+
+def metrics_summary(full: dict[str, Any], results_file: str) -> dict[str, Any]:
+    """The few numbers an experiment table compares (DVC flattens them into columns); everything
+    else stays in the results file it names."""
+    def pick(metrics: dict[str, Any] | None, keys: tuple[str, ...]) -> dict[str, float]:
+        return {k: round(float(v), 6) for k in keys if isinstance(v := (metrics or {}).get(k), int | float)}
+
+    summary: dict[str, Any] = {"n": full["n"], "gates_passed": full["gates_passed"], "results_file": results_file}
+    for model in ("tuned", "base", "production", "endpoint"):
+        if model in full:
+            summary[model] = pick(full[model], _SUMMARY_KEYS)
+    for name in ("delta", "delta_production"):
+        if full.get(name):
+            summary[name] = pick(full[name], ("exact_match", "rouge_l"))
+    if full.get("safety"):
+        summary["safety"] = pick(full["safety"], ("leak_rate", "refusal_rate", "bias_disparity_rate"))
+    return summary
 
 
 def _vllm_generations(cfg: ProjectConfig, runs: dict[str, str | None], tokenizer: Any,

@@ -163,6 +163,8 @@ class PrepSection(Section):
         "data/processed", description="Where train/validation/test/quarantine jsonl, parquet and the cache go."
     )
     report: str = Field("reports/prep.json", description="Prep report (counts per source, filter and split).")
+    metrics_file: str = Field("metrics/prep.json", description="A small numeric summary for DVC and git: rows in, "
+                                                               "per split, quarantined, duplicates removed.")
 
     @model_validator(mode="after")
     def _stratify_needs_a_label(self) -> PrepSection:

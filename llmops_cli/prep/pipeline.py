@@ -530,6 +530,11 @@ def _finish(run: _Run, out_dir: Path) -> PrepResult:
         "tokenization": "done" if run.renderer is not None else (
             "off (prep.tokenize.enabled=false)" if not cfg.tokenize.enabled else "skipped: no tokenizer given"),
     })
+    # The numbers an experiment table compares; everything else stays in the report.
+    atomic_write_json(cfg.metrics_file, {
+        "rows_in": result.rows_in, "quarantined": result.quarantined, **result.splits,
+        "exact_duplicates": run.exact_removed, "near_duplicates": sum(near_pairs.values()),
+    })
     return result
 
 

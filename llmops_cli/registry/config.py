@@ -21,7 +21,9 @@ class RegisterSection(Section):
         None, description="Artifact location for the registry's MLflow experiment (default: the server's)."
     )
     model_dir: str = Field("artifacts/tune", description="Tuned model directory to register.")
-    eval_metrics: str = Field("metrics/eval.json", description="Eval metrics whose gates must have passed.")
+    eval_metrics: str = Field(
+        "reports/eval.json", description="Eval results (eval.results_file) whose gates must have passed and whose "
+                                         "model hash must match; a metrics summary is followed to its results file.")
     prep_report: str = Field("reports/prep.json", description="Prep report recorded as data lineage.")
     output: str = Field("reports/register.json", description="Written after registering: the version made.")
     license: str | None = Field(

@@ -98,6 +98,12 @@ def _move(cfg: ProjectConfig, registry: Registry, version: Version, alias: str, 
         from llmops_cli.serving.lifecycle import running_endpoint
 
         running_endpoint(cfg.serve.endpoint_file)  # BackendUnavailable before anything changed
+    if registry.aliases(version.name).get(alias) == version.version and action == "promote":
+        # Already there (e.g. `make demo` re-run): nothing to record; a reload still syncs the server.
+        change = AliasChange(version.name, alias, version.version, version.version)
+        if reload:
+            change.reload = _reload(cfg, f"{version.name}@{alias}")
+        return change
     previous = registry.set_alias(version.name, alias, version.version, actor, note, action=action)
     change = AliasChange(version.name, alias, version.version, previous)
     if not reload:

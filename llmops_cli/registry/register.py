@@ -38,7 +38,9 @@ def register_model(cfg: ProjectConfig, force_reason: str | None = None) -> Regis
     results that name no model, or name another model (content digest or base) than the one given."""
     rcfg = cfg.registry
     run = _read_json(str(Path(rcfg.model_dir) / "run_manifest.json"), "tune run manifest")
-    evaluation = _read_json(rcfg.eval_metrics, "eval metrics")
+    evaluation = _read_json(rcfg.eval_metrics, "eval results")
+    if "gates" not in evaluation and evaluation.get("results_file"):  # the DVC summary: follow it
+        evaluation = _read_json(evaluation["results_file"], "eval results")
     if not evaluation.get("gates_passed", False) and force_reason is None:
         failed = [g["gate"] for g in evaluation.get("gates", []) if not g.get("passed")]
         raise GateFailed(f"eval gates failed ({'; '.join(failed) or 'see metrics'}): refusing to register",

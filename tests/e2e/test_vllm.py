@@ -57,9 +57,10 @@ def test_offline_vllm_eval_agrees_with_transformers(demo):
     work, _ = demo
     llmops(demo, "eval", "-c", CONFIG, "--parity", *vllm_sets(), "--set", "eval.backend=vllm",
            "--set", f"eval.limit={N_ROWS}", "--set", "eval.safety=false", "--set", "eval.compare_production=false",
-           "--set", "eval.metrics_file=metrics/eval_vllm.json", "--set", "eval.report_file=reports/eval_vllm.md",
+           "--set", "eval.metrics_file=metrics/eval_vllm.json", "--set", "eval.results_file=reports/eval_vllm.json",
+           "--set", "eval.report_file=reports/eval_vllm.md",
            "--set", "eval.gates=[parity.vllm.agreement_rate >= 1.0, tuned.exact_match >= 0.9]")
-    metrics = json.loads((work / "metrics/eval_vllm.json").read_text())
+    metrics = json.loads((work / "reports/eval_vllm.json").read_text())
     parity = metrics["parity"]["vllm"]
     # fp32 on both paths, greedy, the same token ids in: identical answers.
     assert parity["n"] == N_ROWS and parity["agreement_rate"] == 1.0, parity["examples"]

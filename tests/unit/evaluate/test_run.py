@@ -94,8 +94,12 @@ def test_endpoint_judge_safety_variants_and_gates(project):
     assert "terse" in result.extra["variants"]
     assert result.extra["production_ref"].startswith("skipped")
     assert [g.passed for g in result.gates] == [True, False, True]  # an untrained adapter fails the EM gate
-    saved = json.loads((tmp / "metrics/eval.json").read_text())
+    saved = json.loads((tmp / "reports/eval.json").read_text())
     assert saved["gates_passed"] is False and "delta" in saved and "labels" in saved
+    summary = json.loads((tmp / "metrics/eval.json").read_text())  # what DVC tracks: a few numbers
+    assert summary["gates_passed"] is False and summary["results_file"] == str(tmp / "reports/eval.json")
+    assert set(summary["tuned"]) <= {"exact_match", "token_f1", "rouge_l", "bleu", "macro_f1", "latency_p95_ms"}
+    assert "labels" not in summary and "gates" not in summary
     assert "## Gates" in (tmp / "eval.md").read_text()
 
 
@@ -112,3 +116,14 @@ def test_production_version_is_compared(project):
     assert result.extra["production_ref"] == "test-model:1"
     assert result.extra["delta_production"]["exact_match"] == 0  # same adapter on both sides
     assert result.passed
+
+
+def test_production_gates_are_skipped_with_a_reason_on_the_first_release(project):
+    tmp, config, _, _ = project
+    cfg = load_config(config, ["eval.limit=4", "eval.safety=false", "eval.perplexity=false",
+                               f"register.root={tmp}/empty-registry",
+                               "eval.gates=[delta_production.exact_match >= 0, tuned.no_such_metric >= 0]"])
+    result = run_eval(cfg)
+    first, unknown = result.gates
+    assert first.passed and first.reason.startswith("skipped: ") and "nothing registered" in first.reason
+    assert not unknown.passed and unknown.reason == "metric not found"  # other missing metrics still fail

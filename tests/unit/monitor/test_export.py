@@ -59,7 +59,8 @@ def test_prep_accepts_the_exported_dataset(tmp_path):
     export_dataset(cfg, summary)
     prep = PrepSection(sources=[{"path": str(tmp_path / "fb/export.jsonl")}],
                        fields={"id": "id", "prompt": "message", "completion": "category", "label": "category"},
-                       min_chars=8, output_dir=str(tmp_path / "processed"), report=str(tmp_path / "prep.json"))
+                       min_chars=8, output_dir=str(tmp_path / "processed"), report=str(tmp_path / "prep.json"),
+                       metrics_file=str(tmp_path / "prep_metrics.json"))
     run_prep(prep)
     out = []
     for split in ("train", "validation", "test"):

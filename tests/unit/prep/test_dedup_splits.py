@@ -21,7 +21,7 @@ TAIL = "which is why i am writing to your support team again since nobody replie
 
 def _cfg(tmp_path: Path, data: Path, **kw) -> PrepSection:
     return PrepSection(sources=[{"path": str(data)}], output_dir=str(tmp_path / "out"),
-                       report=str(tmp_path / "prep.json"), **kw)
+                       report=str(tmp_path / "prep.json"), metrics_file=str(tmp_path / "prep_metrics.json"), **kw)
 
 
 def _split_of(result) -> dict[str, str]:

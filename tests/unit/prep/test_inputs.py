@@ -15,7 +15,8 @@ def _cfg(tmp_path: Path, *sources, **kw) -> PrepSection:
     kw.setdefault("near_dup", {"enabled": False})
     return PrepSection(
         sources=[s if isinstance(s, dict) else {"path": str(s)} for s in sources],
-        output_dir=str(tmp_path / "out"), report=str(tmp_path / "prep.json"), **kw,
+        output_dir=str(tmp_path / "out"), report=str(tmp_path / "prep.json"),
+        metrics_file=str(tmp_path / "prep_metrics.json"), **kw,
     )
 
 

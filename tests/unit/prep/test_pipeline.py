@@ -10,7 +10,8 @@ def _cfg(tmp_path: Path, *paths: Path, **kw) -> PrepSection:
     return PrepSection(
         sources=[{"path": str(p)} for p in paths],
         fields={"prompt": "message", "completion": "category", "label": "category"},
-        output_dir=str(tmp_path / "out"), report=str(tmp_path / "prep.json"), **kw,
+        output_dir=str(tmp_path / "out"), report=str(tmp_path / "prep.json"),
+        metrics_file=str(tmp_path / "prep_metrics.json"), **kw,
     )
 
 

@@ -18,7 +18,7 @@ FIELDS = {"prompt": "message", "completion": "category", "label": "category"}
 
 def _cfg(tmp_path: Path, data: Path, **kw) -> PrepSection:
     return PrepSection(sources=[{"path": str(data)}], fields=FIELDS, output_dir=str(tmp_path / "out"),
-                       report=str(tmp_path / "prep.json"), **kw)
+                       report=str(tmp_path / "prep.json"), metrics_file=str(tmp_path / "prep_metrics.json"), **kw)
 
 
 @pytest.fixture

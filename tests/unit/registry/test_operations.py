@@ -235,3 +235,13 @@ def test_gc_removes_only_unreferenced_blobs(adapter_project):
     assert registry.gc(dry_run=True)["removed"] == 1 and orphan.exists()
     assert registry.gc()["removed"] == 1 and not orphan.exists()
     assert registry.verify(version) == []
+
+
+def test_promoting_the_version_an_alias_already_names_records_nothing(adapter_project):
+    tmp, config = adapter_project
+    cfg = load_config(config)
+    version = register_model(cfg).version
+    promote(cfg, "latest", "staging")
+    again = promote(cfg, "latest", "staging")  # `make demo` re-run
+    assert again.previous == version.version
+    assert len(LocalRegistry(tmp / "registry").alias_history("test-model", "staging")) == 1
