@@ -20,9 +20,10 @@ from typing import Any, Protocol
 from llmops_cli.errors import RefError
 from llmops_cli.utils import sha256_file
 
-# Not model content: training state, the tune run's own record (its timings differ on every run; its
+# Not model content: training state (checkpoints/, the Trainer's pickled training_args.bin, which
+# nothing that serves a model reads), the tune run's own record (its timings differ on every run; its
 # lineage goes into the version manifest) and the card, which the registry renders from the manifest.
-EXCLUDED_TOP_LEVEL = ("README.md", "run_manifest.json")
+EXCLUDED_TOP_LEVEL = ("README.md", "run_manifest.json", "training_args.bin")
 EXCLUDED_DIRS = ("checkpoints",)
 CARD_FILE = "README.md"
 COMPLETE_MARK = ".complete"

@@ -237,3 +237,16 @@ def test_gc_reclaims_leftovers_of_killed_processes_and_stale_copies(tmp_path):
     assert (result["leftovers"], result["copies"], result["removed"]) == (3, 1, 0)
     assert not stale.exists() and reg.verify(version) == []
     assert (reg.root / "materialized" / "demo" / "1").is_dir()
+
+
+def test_model_content_leaves_out_training_state_run_records_and_the_card(tmp_path):
+    from llmops_cli.registry.base import model_files
+
+    src = _model_dir(tmp_path)
+    for name in ("README.md", "run_manifest.json", "training_args.bin", ".hidden"):
+        (src / name).write_text("x")
+    (src / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    (src / "checkpoints" / "checkpoint-5" / "model.safetensors").write_text("x")
+    (src / "sub" / "README.md").write_text("nested docs are content")
+    assert sorted(model_files(src)) == ["adapter_config.json", "adapter_model.safetensors", "sub/README.md",
+                                        "sub/tokenizer.json"]
