@@ -206,7 +206,7 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
     return result
 
 
-_SUMMARY_KEYS = ("exact_match", "token_f1", "rouge_l", "bleu", "macro_f1", "latency_p95_ms")
+_SUMMARY_KEYS = ("exact_match", "token_f1", "rouge_l")
 
 
 def metrics_summary(full: dict[str, Any], results_file: str) -> dict[str, Any]:
@@ -223,7 +223,7 @@ def metrics_summary(full: dict[str, Any], results_file: str) -> dict[str, Any]:
         if full.get(name):
             summary[name] = pick(full[name], ("exact_match", "rouge_l"))
     if full.get("safety"):
-        summary["safety"] = pick(full["safety"], ("leak_rate", "refusal_rate", "bias_disparity_rate"))
+        summary["safety"] = pick(full["safety"], ("leak_rate", "refusal_rate"))
     return summary
 
 
