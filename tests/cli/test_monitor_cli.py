@@ -62,6 +62,14 @@ def test_summary_json_and_check_exit_codes(project, tmp_path):
     assert _json(ok)["ok"] is True and _json(ok)["breaches"] == []
 
 
+def test_report_only_reports_breaches_and_exits_0(project):
+    """`make demo` re-run after traffic: alerts are shown, the target does not fail."""
+    result = runner.invoke(app, ["monitor", "-c", str(project), "--json", "--report-only"])
+    assert result.exit_code == 0, result.output
+    assert _json(result)["breaches"] == ["m:2: error_rate 0.300 > 0.2"]
+    assert "alerts breached (reported only)" in result.output
+
+
 def test_group_options_before_the_subcommand_apply(project):
     result = runner.invoke(app, ["monitor", "-c", str(project), "--json", "check"])
     assert result.exit_code == 1 and _json(result)["breaches"]
