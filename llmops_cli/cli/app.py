@@ -17,14 +17,12 @@ from llmops_cli.cli import (
     serve_cmd,
     tune_cmd,
 )
-from llmops_cli.cli.common import quiet_libraries
+from llmops_cli.cli.common import new_app, quiet_libraries
 
-app = typer.Typer(
+app = new_app(
     name="llmops",
     help="Take an open LLM through its operational life: prep, tune, eval, register, serve, monitor.",
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,  # tracebacks must never print config values or secrets
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 

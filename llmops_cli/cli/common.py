@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +18,14 @@ if TYPE_CHECKING:
     from llmops_cli.config.schema import ProjectConfig
 
 DEFAULT_CONFIG = "llmops.yaml"
+
+
+def new_app(**kwargs: Any) -> typer.Typer:
+    """Every command group is made here, so help renders the same everywhere: plain Click help, where
+    text such as NAME[@alias|:version] is shown as written (rich markup ate the brackets) and flags
+    show no `<bool>` metavar; tracebacks never print locals (config values, secrets)."""
+    return typer.Typer(rich_markup_mode=None, pretty_exceptions_show_locals=False,
+                       context_settings={"help_option_names": ["-h", "--help"]}, **kwargs)
 
 ConfigOpt = Annotated[
     Path | None,

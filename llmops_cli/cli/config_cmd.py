@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project
+from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project, new_app
 
-app = typer.Typer(help="Show, validate and document project configs.", no_args_is_help=True)
+app = new_app(help="Show, validate and document project configs.", no_args_is_help=True)
 
 
 @app.command("show")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import typer
+from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project, new_app
 
-from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project
-
-app = typer.Typer(help="Base-model utilities.", no_args_is_help=True)
+app = new_app(help="Base-model utilities.", no_args_is_help=True)
 
 
 @app.command("scaffold")

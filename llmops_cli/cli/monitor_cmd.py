@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project
+from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project, new_app
 
 if TYPE_CHECKING:
     from llmops_cli.config.schema import ProjectConfig
     from llmops_cli.console import Console
     from llmops_cli.monitor.summary import MonitorResult
 
-app = typer.Typer(help="Production health, quality, drift and alerts from the server's logs.")
+app = new_app(help="Production health, quality, drift and alerts from the server's logs.")
 
 _KEYS = ["requests", "error_rate", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "ttft_p50_ms",
          "tokens_in", "tokens_out", "flagged_rate", "mean_rating", "drift_length_psi"]

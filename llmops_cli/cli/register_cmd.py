@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project
+from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project, new_app
 
-app = typer.Typer(
+app = new_app(
     help="Model registry: add a version (default), list, show, diff, promote, rollback, verify, export, gc."
 )
 

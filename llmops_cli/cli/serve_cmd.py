@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project
+from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project, new_app
 
-app = typer.Typer(help="Serve a registered model behind an OpenAI-compatible API.")
+app = new_app(help="Serve a registered model behind an OpenAI-compatible API.")
 
 
 @app.callback(invoke_without_command=True)

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project
+from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project, new_app
 
-app = typer.Typer(help="Fine-tune the base model (LoRA, QLoRA or full) on prep's splits.")
+app = new_app(help="Fine-tune the base model (LoRA, QLoRA or full) on prep's splits.")
 
 
 @app.callback(invoke_without_command=True)

@@ -91,3 +91,28 @@ def test_register_refuses_failed_gates_unless_forced(tmp_path):
     forced = runner.invoke(app, [*args, "--force", "--reason", "hotfix approved by QA", "--json"])
     assert forced.exit_code == 0, forced.output
     assert json.loads(forced.stdout)["forced"] is True
+
+
+def _all_commands():
+    import typer.main
+
+    root = typer.main.get_command(app)
+
+    def walk(cmd, path):
+        yield path
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    return list(walk(root, []))
+
+
+@pytest.mark.parametrize("path", _all_commands(), ids=lambda p: " ".join(p) or "llmops")
+def test_help_shows_text_as_written_and_flags_without_a_metavar(path):
+    result = runner.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output and "BOOLEAN" not in result.output, result.output
+
+
+def test_reference_syntax_survives_in_help():
+    for path in (["register", "show"], ["register", "diff"], ["register", "export"]):
+        assert "NAME[@alias|:version]" in runner.invoke(app, [*path, "--help"]).output
