@@ -18,9 +18,11 @@ from typing import Any
 
 
 def _plain_wanted() -> bool:
+    """Plain lines unless both streams are a terminal: `llmops ... | tee log` (stdout piped) and
+    `llmops ... 2> log` (stderr redirected) both get lines that read well in a file."""
     if os.environ.get("NO_COLOR") or os.environ.get("CI"):
         return True
-    return not sys.stderr.isatty()
+    return not (sys.stdout.isatty() and sys.stderr.isatty())
 
 
 @dataclass
@@ -109,10 +111,12 @@ class Console:
         for row in rows:
             self.info("  ".join(_fmt(v).ljust(w) for v, w in zip(row, widths, strict=True)))
 
-    def result(self, obj: dict[str, Any], summary: str | None = None) -> None:
-        """The command's final result: JSON on stdout in --json mode, a summary line otherwise."""
+    def result(self, obj: dict[str, Any], summary: str | None = None, ok: bool = True) -> None:
+        """The command's final result: JSON on stdout in --json mode, a summary line otherwise. Every
+        JSON result says whether the command succeeded (`ok`); pass ok=False when it is about to fail."""
         if self.json_mode:
             self.result_printed = True
+            obj = {"ok": ok, **obj}
             sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
             sys.stdout.flush()
         elif summary:

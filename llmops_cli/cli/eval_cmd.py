@@ -36,8 +36,10 @@ def evaluate(
                       [[name, *(m.get(k, "") for k in SHOWN)] for name, m in result.models.items()])
         ci = result.delta.get("exact_match_ci")
         if ci:
-            console.info(f"tuned - base exact match {ci['delta']:+.3f} (95% CI {ci['ci_low']:+.3f} .. "
-                         f"{ci['ci_high']:+.3f}); production: {result.extra.get('production_ref')}")
+            from llmops_cli.evaluate.metrics import describe_delta
+
+            console.info(f"tuned - base exact match {describe_delta(ci)}; "
+                         f"production: {result.extra.get('production_ref')}")
         safety = result.extra.get("safety")
         if safety:
             console.info(f"safety: refusal rate {safety['refusal_rate']}, leak rate {safety['leak_rate']}, "
@@ -51,7 +53,7 @@ def evaluate(
                           [[g.gate, g.value if g.value is not None else g.reason, "pass" if g.passed else "FAIL"]
                            for g in result.gates])
         console.result(result.to_dict(), f"metrics: {result.metrics_file}; report: {result.report_file}"
-                       if not failed else None)
+                       if not failed else None, ok=not failed)
         if failed:
             raise GateFailed(f"{len(failed)} of {len(result.gates)} gate(s) failed: "
                              + "; ".join(g.gate for g in failed), hint=f"see {result.metrics_file}")

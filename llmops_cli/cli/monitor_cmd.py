@@ -59,7 +59,8 @@ def monitor(
 
         result = _summary(cfg)
         _render_health(console, result)
-        console.result(result.to_dict(), None if result.breaches else f"summary written to {result.output}")
+        console.result(result.to_dict(), None if result.breaches else f"summary written to {result.output}",
+                       ok=report_only or not result.breaches)
         if result.breaches and report_only:
             console.warn("alerts breached (reported only): " + "; ".join(result.breaches))
         elif result.breaches:

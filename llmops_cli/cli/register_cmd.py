@@ -205,7 +205,8 @@ def verify(
         versions = registry.list() if all_ else [registry.resolve(ref, cfg.project.name)]
         report = {v.ref: registry.verify(v) for v in versions}
         bad = {k: v for k, v in report.items() if v}
-        console.result({"verified": len(report), "problems": bad}, None if bad else f"{len(report)} version(s) intact")
+        console.result({"verified": len(report), "problems": bad}, None if bad else f"{len(report)} version(s) intact",
+                       ok=not bad)
         if bad:
             raise RegistryError("verification failed: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in bad.items()))
 

@@ -78,7 +78,7 @@ def text_metrics(predictions: list[str], references: list[str]) -> dict[str, flo
     }
 
 
-def bootstrap_delta(a: list[float], b: list[float], samples: int, seed: int) -> dict[str, float]:
+def bootstrap_delta(a: list[float], b: list[float], samples: int, seed: int) -> dict[str, float | None]:
     """Mean of b - a over paired examples with a percentile bootstrap 95% interval."""
     import random
 
@@ -87,11 +87,18 @@ def bootstrap_delta(a: list[float], b: list[float], samples: int, seed: int) -> 
         return {"delta": 0.0, "ci_low": 0.0, "ci_high": 0.0}
     diffs = [y - x for x, y in zip(a, b, strict=True)]
     mean = sum(diffs) / n
-    if samples <= 0:
-        return {"delta": mean, "ci_low": mean, "ci_high": mean}
+    if samples <= 0:  # no interval was computed: say so rather than a zero-width "interval"
+        return {"delta": mean, "ci_low": None, "ci_high": None}
     rng = random.Random(seed)
     stats = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
     return {"delta": mean, "ci_low": stats[int(0.025 * (samples - 1))], "ci_high": stats[int(0.975 * (samples - 1))]}
+
+
+def describe_delta(ci: dict[str, float | None]) -> str:
+    """'+0.300 (95% CI +0.200 .. +0.400)', or the delta alone when the bootstrap was off."""
+    if ci.get("ci_low") is None or ci.get("ci_high") is None:
+        return f"{ci['delta']:+.3f} (no interval: eval.bootstrap_samples=0)"
+    return f"{ci['delta']:+.3f} (95% CI {ci['ci_low']:+.3f} .. {ci['ci_high']:+.3f})"
 
 
 def percentiles_ms(values_s: list[float]) -> dict[str, float | None]:

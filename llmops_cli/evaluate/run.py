@@ -19,6 +19,7 @@ from llmops_cli.evaluate.generate import Generations, generate, reference_perple
 from llmops_cli.evaluate.metrics import (
     aggregate,
     bootstrap_delta,
+    describe_delta,
     exact_match,
     label_report,
     normalize_answer,
@@ -266,13 +267,10 @@ def render_report(result: EvalResult) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     ci = result.delta.get("exact_match_ci")
     if ci:
-        lines += ["", f"Tuned - base exact match: {ci['delta']:+.3f} "
-                      f"(95% CI {ci['ci_low']:+.3f} .. {ci['ci_high']:+.3f})"]
+        lines += ["", f"Tuned - base exact match: {describe_delta(ci)}"]
     prod = result.extra.get("delta_production")
     if prod:
-        pci = prod["exact_match_ci"]
-        lines.append(f"Tuned - production exact match: {pci['delta']:+.3f} "
-                     f"(95% CI {pci['ci_low']:+.3f} .. {pci['ci_high']:+.3f})")
+        lines.append(f"Tuned - production exact match: {describe_delta(prod['exact_match_ci'])}")
     safety = result.extra.get("safety")
     if safety:
         lines += ["", "## Safety", f"- refusal rate on harmful requests: {safety['refusal_rate']}",

@@ -116,3 +116,14 @@ def test_help_shows_text_as_written_and_flags_without_a_metavar(path):
 def test_reference_syntax_survives_in_help():
     for path in (["register", "show"], ["register", "diff"], ["register", "export"]):
         assert "NAME[@alias|:version]" in runner.invoke(app, [*path, "--help"]).output
+
+
+def test_successful_json_results_carry_ok_true(tmp_path):
+    config = tmp_path / "llmops.yaml"
+    config.write_text(f"project: {{name: demo}}\nregister: {{root: {tmp_path}/registry}}\n")
+    for args in (["config", "validate", str(config)], ["config", "show", "-c", str(config)],
+                 ["register", "list", "-c", str(config)], ["register", "gc", "--dry-run", "-c", str(config)],
+                 ["register", "resolve", "@production", "-c", str(config)]):
+        result = runner.invoke(app, [*args, "--json"])
+        assert result.exit_code == 0, (args, result.output)
+        assert json.loads(result.stdout)["ok"] is True, args
