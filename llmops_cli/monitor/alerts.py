@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops_cli.monitor.config import AlertRule, MonitorSection
+from llmops_cli.monitor.sources import NOT_TRAFFIC_PROMQL
 from llmops_cli.utils import atomic_write_text
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -63,18 +64,22 @@ def unknown_metrics(rules: list[AlertRule]) -> list[str]:
     return [f"alert {r.name!r}: unknown metric {r.metric!r}" for r in rules if r.metric not in METRICS]
 
 
+_TRAFFIC = NOT_TRAFFIC_PROMQL  # no braces in it: safe inside the str.format templates below
+
+
 def _quantile(q: float, histogram: str) -> str:
-    return f"1000 * histogram_quantile({q}, sum by (model, le) (rate({{p}}_{histogram}_bucket[{{w}}])))"
+    return (f"1000 * histogram_quantile({q}, sum by (model, le) "
+            f"(rate({{p}}_{histogram}_bucket{{{{{_TRAFFIC}}}}}[{{w}}])))")
 
 
 # PromQL for the metrics the gateway exports; `{p}` is monitor.metric_prefix, `{w}` the rate window.
 # Metrics that need response text or the training data (refusals, drift) have no PromQL: they stay in `check`.
 PROMQL = {
-    "requests": "sum by (model) (increase({p}_requests_total[{w}]))",
-    "errors": 'sum by (model) (increase({p}_requests_total{{status=~"[45].."}}[{w}]))',
-    "error_rate": ('sum by (model) (rate({p}_requests_total{{status=~"[45].."}}[{w}])) / '
-                   "sum by (model) (rate({p}_requests_total[{w}]))"),
-    "request_rate_per_s": "sum by (model) (rate({p}_requests_total[{w}]))",
+    "requests": "sum by (model) (increase({p}_requests_total{{" + _TRAFFIC + "}}[{w}]))",
+    "errors": 'sum by (model) (increase({p}_requests_total{{status=~"[45]..",' + _TRAFFIC + '}}[{w}]))',
+    "error_rate": ('sum by (model) (rate({p}_requests_total{{status=~"[45]..",' + _TRAFFIC + '}}[{w}])) / '
+                   "sum by (model) (rate({p}_requests_total{{" + _TRAFFIC + "}}[{w}]))"),
+    "request_rate_per_s": "sum by (model) (rate({p}_requests_total{{" + _TRAFFIC + "}}[{w}]))",
     "latency_p50_ms": _quantile(0.5, "request_latency_seconds"),
     "latency_p95_ms": _quantile(0.95, "request_latency_seconds"),
     "latency_p99_ms": _quantile(0.99, "request_latency_seconds"),

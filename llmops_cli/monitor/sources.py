@@ -101,6 +101,20 @@ def read_text(source: str) -> str:
     return path.read_text(encoding="utf-8", errors="replace")
 
 
+# Not traffic: feedback posts (counted by their own metrics), admin calls and probes. Request counts,
+# latency, error rate and tokens leave them out, in the log and in Prometheus alike.
+NOT_TRAFFIC_PATHS = frozenset({"/v1/feedback", "/health", "/ready", "/metrics"})
+NOT_TRAFFIC_PREFIX = "/admin/"
+NOT_TRAFFIC_PROMQL = 'path!~"/v1/feedback|/health|/ready|/metrics|/admin/.*"'
+
+
+def is_traffic(path: Any) -> bool:
+    """Whether a logged or labelled path is a client's model request (no path: an older log, counted)."""
+    if not isinstance(path, str):
+        return True
+    return path not in NOT_TRAFFIC_PATHS and not path.startswith(NOT_TRAFFIC_PREFIX)
+
+
 def parse_prometheus(text: str, prefix: str = "llmops") -> dict[str, dict[str, Any]]:
     """Per-model health from the gateway's Prometheus text (the metric names of serving/app.py).
 
@@ -130,6 +144,8 @@ def parse_prometheus(text: str, prefix: str = "llmops") -> dict[str, dict[str, A
     for family in families:
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, float(sample.value)
+            if name != f"{prefix}_feedback_total" and not is_traffic(labels.get("path")):
+                continue
             if name == f"{prefix}_requests_total":
                 add(slot(labels), "requests", value)
                 if labels.get("status", "200")[:1] in ("4", "5"):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmops_cli.monitor.config import MonitorSection
-from llmops_cli.monitor.sources import JsonlReader, parse_prometheus, read_text
+from llmops_cli.monitor.sources import JsonlReader, is_traffic, parse_prometheus, read_text
 from llmops_cli.utils import atomic_write_json
 
 # What `monitor check` rules can name; the summary of every scope holds these keys (None when unknown).
@@ -240,6 +240,8 @@ def summarize(cfg: MonitorSection, now: float | None = None, write: bool = True)
             continue
         if since is not None and ts < since:
             continue
+        if not is_traffic(rec.get("path")):
+            continue  # a feedback post or an admin call: not a request to the model
         model = str(rec.get("model") or "unknown")
         key = (model, int(ts // window_s) if ts else -1)
         stats = buckets.get(key)

@@ -61,7 +61,7 @@ def test_export_prometheus_rules_and_grafana_dashboard(tmp_path):
     assert rules["SupportAssistantLowRating"]["labels"]["severity"] == "critical"
     assert rules["SupportAssistantLatencyP99Ms"]["expr"].startswith("(1000 * histogram_quantile(0.99")
     assert rules["SupportAssistantLatencyP99Ms"]["expr"].endswith("> 3000")
-    assert 'llmops_requests_total{status=~"[45].."}' in rules["SupportAssistantErrorRate"]["expr"]
+    assert 'llmops_requests_total{status=~"[45]..",path!~"/v1/feedback|' in rules["SupportAssistantErrorRate"]["expr"]
     # refusals and drift need the logs: not exported, and said so
     assert any(s.startswith("refusal_rate") for s in out.skipped) and out.rules == 3
     dash = json.loads((tmp_path / "grafana-dashboard.json").read_text())

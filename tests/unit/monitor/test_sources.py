@@ -115,3 +115,20 @@ def test_logs_and_metrics_from_urls(http_server, tmp_path):
     bad = cfg.model_copy(update={"request_log": f"{base}/missing.jsonl"})
     with pytest.raises(DataError, match="cannot read"):
         summarize(bad)
+
+
+def test_prometheus_request_metrics_leave_out_feedback_and_admin_routes():
+    from llmops_cli.serving.telemetry import Metrics
+
+    metrics = Metrics()
+    metrics.requests.labels("/v1/chat/completions", "200", "m:1").inc(56)
+    metrics.requests.labels("/v1/feedback", "200", "m:1").inc(20)
+    metrics.requests.labels("/admin/reload", "500", "m:1").inc(1)
+    for _ in range(20):
+        metrics.latency.labels("/v1/feedback", "m:1").observe(0.001)
+    for _ in range(56):
+        metrics.latency.labels("/v1/chat/completions", "m:1").observe(0.04)
+    metrics.feedback.labels("4", "m:1").inc(20)
+    stats = parse_prometheus(metrics.render().decode())["m:1"]
+    assert stats["requests"] == 56 and stats.get("errors", 0) == 0
+    assert stats["latency_p50_ms"] > 25 and stats["feedback_count"] == 20

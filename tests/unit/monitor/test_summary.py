@@ -163,3 +163,16 @@ def test_drift_reference_hash_is_checked_against_the_prep_report(tmp_path):
     result = summarize(cfg)
     assert result.drift["reference_matches_prep_report"] is False
     assert any("re-run `llmops prep`" in w for w in result.warnings)
+
+
+def test_feedback_posts_and_admin_calls_are_not_requests(tmp_path):
+    """76 'requests' for 56 chats + 20 feedback posts skewed latency and error rate."""
+    recs = [request(i, "a:1", latency_ms=40.0) for i in range(56)]
+    recs += [request(100 + i, "a:1", latency_ms=2.0, path="/v1/feedback", prompt_tokens=0, completion_tokens=None)
+             for i in range(20)]
+    recs += [request(200, "a:1", status=500, latency_ms=9000.0, path="/admin/reload"),
+             request(201, "a:1", latency_ms=1.0, path="/ready")]
+    write_log(tmp_path / "requests.jsonl", recs)
+    stats = summarize(_cfg(tmp_path)).per_model["a:1"]
+    assert stats["requests"] == 56 and stats["error_rate"] == 0
+    assert stats["latency_p50_ms"] == pytest.approx(40.0)
