@@ -21,16 +21,9 @@ _KEYS = ["requests", "error_rate", "latency_p50_ms", "latency_p95_ms", "latency_
 
 
 def _summary(cfg: ProjectConfig, write: bool = True) -> MonitorResult:
-    from llmops_cli.monitor.alerts import unknown_metrics
     from llmops_cli.monitor.summary import summarize
 
-    problems = unknown_metrics(cfg.monitor.alerts)
-    if problems:
-        from llmops_cli.errors import ConfigError
-
-        raise ConfigError("monitor.alerts names unknown metrics", hint="see `llmops monitor check --help`",
-                          problems=problems)
-    return summarize(cfg.monitor, write=write)
+    return summarize(cfg.monitor, write=write)  # alert metrics were checked when the config loaded
 
 
 def _render_health(console: Console, result: MonitorResult) -> None:
@@ -167,13 +160,7 @@ def export_rules(
     with command(json_, ctx) as console:
         cfg = load_project(config, set_, ctx)
         from llmops_cli.monitor.alerts import export_rules as write_rules
-        from llmops_cli.monitor.alerts import unknown_metrics
 
-        problems = unknown_metrics(cfg.monitor.alerts)
-        if problems:
-            from llmops_cli.errors import ConfigError
-
-            raise ConfigError("monitor.alerts names unknown metrics", problems=problems)
         out = write_rules(cfg.monitor, cfg.project.name, output_dir)
         for skipped in out.skipped:
             console.warn(f"no PromQL for {skipped}")

@@ -58,12 +58,6 @@ def _fmt(value: float) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def unknown_metrics(rules: list[AlertRule]) -> list[str]:
-    from llmops_cli.monitor.summary import METRICS
-
-    return [f"alert {r.name!r}: unknown metric {r.metric!r}" for r in rules if r.metric not in METRICS]
-
-
 _TRAFFIC = NOT_TRAFFIC_PROMQL  # no braces in it: safe inside the str.format templates below
 
 

@@ -70,6 +70,20 @@ class AlertRule(Section):
 
     model_config = {**Section.model_config, "populate_by_name": True}
 
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        # Checked here, so `config validate` refuses what `monitor check` would (exit 2, file and key named).
+        import difflib
+
+        from llmops_cli.monitor.summary import METRICS
+
+        if metric not in METRICS:
+            close = difflib.get_close_matches(metric, list(METRICS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown metric {metric!r}{hint}; known: {', '.join(sorted(METRICS))}")
+        return metric
+
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, value: Any) -> Any:

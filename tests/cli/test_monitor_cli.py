@@ -114,3 +114,13 @@ def test_monitor_help_does_not_import_the_ml_stack():
             "print('HEAVY', heavy, file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in out.stderr, out.stderr[-2000:]
+
+
+def test_config_validate_refuses_unknown_alert_metrics(tmp_path):
+    config = tmp_path / "llmops.yaml"
+    config.write_text("monitor:\n  alerts:\n    - error_rat > 0.1\n"
+                      "    - {name: x, metric: latency_p95_ms, threshold: 1}\n")
+    result = runner.invoke(app, ["config", "validate", str(config)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "unknown metric 'error_rat'" in result.output and "did you mean 'error_rate'" in result.output
+    assert str(config) in result.output and "monitor.alerts" in result.output

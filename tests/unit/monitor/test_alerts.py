@@ -4,7 +4,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from llmops_cli.monitor.alerts import effective_rules, evaluate, export_rules, unknown_metrics
+from llmops_cli.monitor.alerts import effective_rules, evaluate, export_rules
 from llmops_cli.monitor.config import AlertRule, MonitorSection
 
 
@@ -44,9 +44,11 @@ def test_legacy_thresholds_and_drift_limits_become_rules():
     assert "drift_length_psi" not in {r.name for r in effective_rules(MonitorSection(drift={"enabled": False}))}
 
 
-def test_unknown_metric_is_reported():
-    assert unknown_metrics([AlertRule.model_validate("latncy_p95_ms > 1")]) == [
-        "alert 'latncy_p95_ms': unknown metric 'latncy_p95_ms'"]
+def test_unknown_metric_is_refused_by_the_schema():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown metric 'latncy_p95_ms'.*did you mean 'latency_p95_ms'"):
+        AlertRule.model_validate("latncy_p95_ms > 1")
 
 
 def test_export_prometheus_rules_and_grafana_dashboard(tmp_path):
