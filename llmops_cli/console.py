@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def _plain_wanted() -> bool:
+def plain_wanted() -> bool:
     """Plain lines unless both streams are a terminal: `llmops ... | tee log` (stdout piped) and
     `llmops ... 2> log` (stderr redirected) both get lines that read well in a file."""
     if os.environ.get("NO_COLOR") or os.environ.get("CI"):
@@ -63,7 +63,7 @@ class Console:
 
     def __init__(self, json_mode: bool = False, plain: bool | None = None) -> None:
         self.json_mode = json_mode
-        self.plain = _plain_wanted() if plain is None else plain
+        self.plain = plain_wanted() if plain is None else plain
         self.result_printed = False
         self._rich = None
         if not self.plain:

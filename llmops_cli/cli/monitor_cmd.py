@@ -104,11 +104,16 @@ def watch(
         from rich.console import Console as RichConsole
         from rich.live import Live
 
+        from llmops_cli.console import plain_wanted
+        from llmops_cli.monitor.watch import render_lines
         from llmops_cli.monitor.watch import watch as run_watch
 
+        if plain_wanted():  # CI, NO_COLOR, a pipe: plain lines, full numbers, no table cut to 80 columns
+            run_watch(lambda: _summary(cfg, write=False), typer.echo, interval, iterations, time.sleep,
+                      render=render_lines)
+            return
         screen = RichConsole(file=sys.stdout)
-        if not screen.is_terminal or iterations == 1:
-            # Not a terminal (pipes, CI, tests): print each frame instead of redrawing in place.
+        if iterations == 1:
             run_watch(lambda: _summary(cfg, write=False), screen.print, interval, iterations, time.sleep)
             return
         with Live(console=screen, refresh_per_second=4, screen=False) as live:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,13 +61,34 @@ def render_frame(result: MonitorResult, title: str = "llmops monitor") -> Any:
     return Panel(Group(table, trends, Panel(alerts, title=f"alerts ({len(fired)})"), footer), title=title)
 
 
+def render_lines(result: MonitorResult) -> str:
+    """One frame as plain lines (CI, NO_COLOR, a pipe): every number whole, nothing cut to a width."""
+    lines = [f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {result.lines} lines, "
+             f"{result.corrupt_lines} corrupt"]
+    for name, summary in [("all", result.overall), *result.per_model.items()]:
+        cells = " ".join(f"{key}={_plain(summary.get(key))}" for key, _ in _COLUMNS)
+        lines.append(f"{name} {cells}")
+    fired = [a for a in result.alerts if a["breached"]]
+    lines += [f"alert {a['severity']}: {a['message']}" for a in fired] or ["no alert firing"]
+    lines += [f"warning: {w}" for w in result.warnings]
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
 def watch(summarize_once: Callable[[], MonitorResult], show: Callable[[Any], None], interval_s: float,
-          iterations: int | None, sleep: Callable[[float], None]) -> MonitorResult:
-    """Call `summarize_once` every interval and hand each frame to `show`; `iterations` bounds it (tests)."""
+          iterations: int | None, sleep: Callable[[float], None],
+          render: Callable[[MonitorResult], Any] = render_frame) -> MonitorResult:
+    """Call `summarize_once` every interval and hand each rendered frame to `show`; `iterations` bounds
+    it (tests)."""
     done = 0
     while True:
         result = summarize_once()
-        show(render_frame(result))
+        show(render(result))
         done += 1
         if iterations is not None and done >= iterations:
             return result

@@ -25,7 +25,7 @@ def test_plain_unless_both_streams_are_a_terminal(monkeypatch, stdout_tty, stder
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setattr(console_mod.sys, "stdout", _Stream(stdout_tty))
     monkeypatch.setattr(console_mod.sys, "stderr", _Stream(stderr_tty))
-    assert console_mod._plain_wanted() is plain
+    assert console_mod.plain_wanted() is plain
 
 
 @pytest.mark.parametrize("env", ["CI", "NO_COLOR"])
@@ -33,7 +33,7 @@ def test_ci_and_no_color_force_plain(monkeypatch, env):
     monkeypatch.setenv(env, "1")
     monkeypatch.setattr(console_mod.sys, "stdout", _Stream(True))
     monkeypatch.setattr(console_mod.sys, "stderr", _Stream(True))
-    assert console_mod._plain_wanted() is True
+    assert console_mod.plain_wanted() is True
 
 
 def test_json_results_say_ok(monkeypatch):
