@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from llmops_cli.monitor.summary import MonitorResult
@@ -13,7 +13,8 @@ from llmops_cli.utils import atomic_write_text
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child{text-align:left}.bad{background:#fdd}.ok{background:#dfd}
-figure{margin:1em 0}figcaption{color:#555}"""
+figure{margin:1em 0}figcaption{color:#555}.scroll{overflow-x:auto;max-width:100%}
+td,th{white-space:nowrap}svg{max-width:100%;height:auto}"""
 
 _HEALTH = ["requests", "error_rate", "request_rate_per_s", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
            "ttft_p50_ms", "tokens_in", "tokens_out", "flagged_rate", "mean_rating"]
@@ -34,7 +35,9 @@ def _table(columns: list[str], rows: list[list[Any]], classes: list[str] | None 
     for i, row in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # In a scrolling box: a wide table scrolls sideways instead of being cut at the page's width.
+    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+            "</div>")
 
 
 def _svg(fig: Any) -> str:
@@ -45,6 +48,13 @@ def _svg(fig: Any) -> str:
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]  # drop the XML prolog and doctype: invalid inside HTML
+
+
+def time_axis_limits(starts: list[float], window_s: int) -> tuple[datetime, datetime]:
+    """The data's span plus half a window either side: one window gets a one-window-wide axis (matplotlib
+    alone spread a single point over 2025-2029)."""
+    half = timedelta(seconds=window_s / 2)
+    return (datetime.fromtimestamp(min(starts), UTC) - half, datetime.fromtimestamp(max(starts), UTC) + half)
 
 
 def _plots(result: MonitorResult) -> list[tuple[str, str]]:
@@ -62,11 +72,17 @@ def _plots(result: MonitorResult) -> list[tuple[str, str]]:
             colour = line.get_color()  # one colour per version across both panels
             ax1.plot(xs, [w["latency_p50_ms"] for w in windows], linestyle="--", color=colour, label=f"{model} p50")
             ax2.plot(xs, [w["error_rate"] for w in windows], marker="o", color=colour, label=model)
+        import matplotlib.dates as mdates
+
+        ax1.set_xlim(*time_axis_limits([w["start"] for ws in result.per_model_windows.values() for w in ws],
+                                       result.window_s))
+        locator = mdates.AutoDateLocator()
+        ax2.xaxis.set_major_locator(locator)
+        ax2.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
         ax1.set_ylabel("latency (ms)")
         ax2.set_ylabel("error rate")
         ax1.legend(fontsize=7)
         ax2.legend(fontsize=7)
-        fig.autofmt_xdate()
         plots.append(("Latency and errors over time", _svg(fig)))
     ref = result.drift.get("reference_lengths")
     current = result.drift.get("current_lengths") or {}

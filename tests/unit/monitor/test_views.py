@@ -88,3 +88,26 @@ def test_watch_renders_frames_and_stops_after_iterations(tmp_path):
     calls, sleeps = [], []
     last = watch(lambda: result, calls.append, interval_s=2.0, iterations=3, sleep=sleeps.append)
     assert len(calls) == 3 and sleeps == [2.0, 2.0] and last is result
+
+
+def test_one_window_gets_a_one_window_time_axis_and_tables_scroll(tmp_path, monkeypatch):
+    """A single window used to be drawn on a 2025-2029 axis, and wide tables were cut at the page width."""
+    import matplotlib.axes
+
+    from llmops_cli.monitor import report
+
+    write_log(tmp_path / "requests.jsonl", [request(i) for i in range(3)])  # all within one window
+    cfg = MonitorSection(request_log=str(tmp_path / "requests.jsonl"), feedback_log=str(tmp_path / "none.jsonl"),
+                         output=str(tmp_path / "m.json"), drift={"enabled": False}, window_s=3600)
+    result = summarize(cfg)
+    limits = []
+    original = matplotlib.axes.Axes.set_xlim
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlim",
+                        lambda self, *a, **k: limits.append(a) or original(self, *a, **k))
+    page = render_html(result)
+    from datetime import datetime
+
+    low, high = next(a for a in limits if len(a) == 2 and isinstance(a[0], datetime))  # ours, not matplotlib's
+    assert (high - low).total_seconds() == 3600  # half a window either side of the one window
+    assert report.time_axis_limits([T0, T0 + 7200], 3600)[1].timestamp() == T0 + 7200 + 1800
+    assert '<div class="scroll"><table>' in page and "overflow-x:auto" in page
