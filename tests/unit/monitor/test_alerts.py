@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import yaml
@@ -88,3 +89,18 @@ def test_every_exported_promql_expression_parses(tmp_path):
     exprs += [t["expr"].replace("$__rate_interval", "5m") for p in dash["panels"] for t in p["targets"]]
     for expr in exprs:
         promql_parser.parse(expr)
+
+
+def test_grafana_request_panels_leave_out_feedback_and_admin_routes():
+    """Grafana inherited the monitor's 76 'requests' for 56 chats + 20 feedback posts."""
+    from llmops_cli.monitor.alerts import grafana_dashboard
+
+    dash = grafana_dashboard(MonitorSection(), "demo")
+    request_exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]
+                     if "_requests_total" in t["expr"] or "_seconds_bucket" in t["expr"]]
+    assert len(request_exprs) == 7  # req/s, error rate, three latency and two time-to-first-token quantiles
+    for expr in request_exprs:
+        selectors = re.findall(r"llmops_(?:requests_total|\w+_seconds_bucket)\{([^}]*)\}", expr)
+        assert selectors, expr
+        for selector in selectors:
+            assert 'path!~"/v1/feedback|/health|/ready|/metrics|/admin/.*"' in selector, expr
