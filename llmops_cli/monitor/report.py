@@ -11,10 +11,11 @@ from llmops_cli.monitor.summary import MonitorResult
 from llmops_cli.utils import atomic_write_text
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:3px 5px;text-align:right}
 th{background:#f3f3f3}td:first-child{text-align:left}.bad{background:#fdd}.ok{background:#dfd}
-figure{margin:1em 0}figcaption{color:#555}.scroll{overflow-x:auto;max-width:100%}
-td,th{white-space:nowrap}svg{max-width:100%;height:auto}"""
+figure{margin:1em 0}figcaption{color:#555}.scroll{overflow-x:auto;width:max-content;max-width:calc(100vw - 4em)}
+td{white-space:nowrap}th{white-space:normal;vertical-align:bottom}svg{max-width:100%;height:auto}
+@media print{.scroll{overflow:visible}}"""
 
 _HEALTH = ["requests", "error_rate", "request_rate_per_s", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
            "ttft_p50_ms", "tokens_in", "tokens_out", "flagged_rate", "mean_rating"]
@@ -30,7 +31,9 @@ def _cell(value: Any) -> str:
 
 
 def _table(columns: list[str], rows: list[list[Any]], classes: list[str] | None = None) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    # Metric names are long and the numbers short: a header may break after an underscore, so the
+    # health table's twelve columns fit the page instead of pushing the last ones out of sight.
+    head = "".join(f"<th>{html.escape(c).replace('_', '_<wbr>')}</th>" for c in columns)
     body = []
     for i, row in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
@@ -70,7 +73,9 @@ def _plots(result: MonitorResult) -> list[tuple[str, str]]:
             xs = [datetime.fromtimestamp(w["start"], UTC) for w in windows]
             (line,) = ax1.plot(xs, [w["latency_p95_ms"] for w in windows], marker="o", label=f"{model} p95")
             colour = line.get_color()  # one colour per version across both panels
-            ax1.plot(xs, [w["latency_p50_ms"] for w in windows], linestyle="--", color=colour, label=f"{model} p50")
+            # Markers on every series: one window is one point, and a line alone draws nothing there.
+            ax1.plot(xs, [w["latency_p50_ms"] for w in windows], linestyle="--", marker="x", color=colour,
+                     label=f"{model} p50")
             ax2.plot(xs, [w["error_rate"] for w in windows], marker="o", color=colour, label=model)
         import matplotlib.dates as mdates
 
@@ -79,6 +84,9 @@ def _plots(result: MonitorResult) -> list[tuple[str, str]]:
         locator = mdates.AutoDateLocator()
         ax2.xaxis.set_major_locator(locator)
         ax2.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        # From zero: latency and error rate cannot be negative (one value alone was centred on -0.04..0.04).
+        ax1.set_ylim(0, ax1.get_ylim()[1] * 1.08)  # and headroom: the highest marker is not cut in half
+        ax2.set_ylim(0, max(ax2.get_ylim()[1], 0.05) * 1.05)
         ax1.set_ylabel("latency (ms)")
         ax2.set_ylabel("error rate")
         ax1.legend(fontsize=7)

@@ -17,14 +17,14 @@ class _Tags(HTMLParser):
     def handle_starttag(self, tag, attrs):
         self.counts[tag] = self.counts.get(tag, 0) + 1
         self.ids.update(v for k, v in attrs if k == "id")
-        if tag not in ("meta", "br", "img", "input", "link") and not tag.startswith("svg:"):
+        if tag not in ("meta", "br", "wbr", "img", "input", "link") and not tag.startswith("svg:"):
             self.stack.append(tag)
 
     def handle_startendtag(self, tag, attrs):
         self.counts[tag] = self.counts.get(tag, 0) + 1
 
     def handle_endtag(self, tag):
-        if tag in ("meta", "br", "img", "input", "link"):
+        if tag in ("meta", "br", "wbr", "img", "input", "link"):
             return
         if not self.stack or self.stack[-1] != tag:
             self.errors.append(f"unbalanced </{tag}> (open: {self.stack[-3:]})")
@@ -111,3 +111,33 @@ def test_one_window_gets_a_one_window_time_axis_and_tables_scroll(tmp_path, monk
     assert (high - low).total_seconds() == 3600  # half a window either side of the one window
     assert report.time_axis_limits([T0, T0 + 7200], 3600)[1].timestamp() == T0 + 7200 + 1800
     assert '<div class="scroll"><table>' in page and "overflow-x:auto" in page
+
+
+def test_one_window_plot_shows_both_percentiles_on_axes_from_zero(tmp_path, monkeypatch):
+    """One window: the p50 line (a line needs two points) was invisible and the error-rate axis ran from -0.04."""
+    import matplotlib.pyplot as plt
+
+    from llmops_cli.monitor import report
+
+    figures = []
+    monkeypatch.setattr(report, "_svg", lambda fig: figures.append(fig) or "<svg></svg>")
+    write_log(tmp_path / "requests.jsonl", [request(i, latency_ms=40.0 + i) for i in range(3)])
+    cfg = MonitorSection(request_log=str(tmp_path / "requests.jsonl"), feedback_log=str(tmp_path / "none.jsonl"),
+                         output=str(tmp_path / "m.json"), drift={"enabled": False})
+    render_html(summarize(cfg))
+    try:
+        latency, errors = figures[0].axes
+        assert len(latency.get_lines()) == 2  # p95 and p50 of the one version
+        assert all(line.get_marker() not in (None, "", " ", "None") for line in latency.get_lines())
+        assert latency.get_ylim()[0] == 0 and latency.get_ylim()[1] > 41.9  # p95 of 40, 41, 42
+        assert errors.get_ylim()[0] == 0 and errors.get_ylim()[1] > 0
+    finally:
+        for fig in figures:
+            plt.close(fig)
+
+
+def test_wide_table_headers_wrap_at_underscores(tmp_path):
+    """The health table's 12 nowrap columns were wider than the page: the last five were cut off."""
+    page = render_html(_result(tmp_path))
+    assert "<th>latency_<wbr>p95_<wbr>ms</th>" in page and "<th>request_<wbr>rate_<wbr>per_<wbr>s</th>" in page
+    assert "th{white-space:normal" in page.replace(" ", "")
