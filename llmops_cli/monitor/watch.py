@@ -77,7 +77,10 @@ def render_lines(result: MonitorResult) -> str:
 def _plain(value: Any) -> str:
     if value is None:
         return "-"
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
+    if not isinstance(value, float):
+        return str(value)
+    text = f"{value:.6g}"
+    return f"{value:.0f}" if "e+" in text else text  # .6g writes a million as 1e+06: print those whole
 
 
 def watch(summarize_once: Callable[[], MonitorResult], show: Callable[[Any], None], interval_s: float,

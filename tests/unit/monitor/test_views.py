@@ -141,3 +141,15 @@ def test_wide_table_headers_wrap_at_underscores(tmp_path):
     page = render_html(_result(tmp_path))
     assert "<th>latency_<wbr>p95_<wbr>ms</th>" in page and "<th>request_<wbr>rate_<wbr>per_<wbr>s</th>" in page
     assert "th{white-space:normal" in page.replace(" ", "")
+
+
+def test_plain_watch_lines_print_large_numbers_whole(tmp_path):
+    """Piped `monitor watch` printed 1.23457e+06 for a latency of 1234567.8 ms: digits lost, not whole."""
+    from llmops_cli.monitor.watch import render_lines
+
+    write_log(tmp_path / "requests.jsonl", [request(0, "m:1", latency_ms=1234567.8)])
+    cfg = MonitorSection(request_log=str(tmp_path / "requests.jsonl"), feedback_log=str(tmp_path / "none.jsonl"),
+                         output=str(tmp_path / "m.json"), drift={"enabled": False})
+    line = next(x for x in render_lines(summarize(cfg)).splitlines() if x.startswith("m:1 "))
+    assert "latency_p95_ms=1234568 " in line and "e+" not in line
+    assert "requests=1 " in line and "error_rate=0 " in line
