@@ -20,7 +20,8 @@ from typing import Any
 def plain_wanted() -> bool:
     """Plain lines unless both streams are a terminal: `llmops ... | tee log` (stdout piped) and
     `llmops ... 2> log` (stderr redirected) both get lines that read well in a file."""
-    if os.environ.get("NO_COLOR") or os.environ.get("CI"):
+    ci = os.environ.get("CI", "").strip().lower()
+    if os.environ.get("NO_COLOR") or ci not in ("", "0", "false", "no"):
         return True
     return not (sys.stdout.isatty() and sys.stderr.isatty())
 

@@ -43,3 +43,11 @@ def test_json_results_say_ok(monkeypatch):
     Console(json_mode=True, plain=True).result({"n": 2}, ok=False)
     first, second = (json.loads(part) for part in out.getvalue().replace("}\n{", "}\0{").split("\0"))
     assert first == {"ok": True, "n": 1} and second == {"ok": False, "n": 2}
+
+
+def test_ci_false_is_not_ci(monkeypatch):
+    monkeypatch.setenv("CI", "false")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setattr(console_mod.sys, "stdout", _Stream(True))
+    monkeypatch.setattr(console_mod.sys, "stderr", _Stream(True))
+    assert console_mod.plain_wanted() is False
