@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,23 @@ def _mlflow_calls(what: str) -> Iterator[None]:
         message = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0][:300]
         raise RegistryError(f"MLflow {what} failed: {message}",
                             hint="check register.mlflow_tracking_uri and that the MLflow server is up") from None
+
+
+def _retry_on_conflict(write: Callable[[], Any], attempts: int = 8) -> Any:
+    """An idempotent write that lost an insert race on the server: MLflow's SQL stores upsert by
+    select-then-insert and report the loser's unique-constraint violation as BAD_REQUEST, which the
+    client does not retry (seen on 4 of 80 concurrent first sets of one alias)."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            return write()
+        except MlflowException as exc:
+            conflict = getattr(exc, "error_code", "") == "BAD_REQUEST" and "unique" in str(exc).lower()
+            if not conflict or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    return None
 
 
 class MlflowRegistry:
@@ -166,7 +183,7 @@ class MlflowRegistry:
         self.get(name, version)
         with _mlflow_calls("alias change"):
             previous = self.aliases(name).get(alias)
-            self.client.set_registered_model_alias(name, alias, str(version))
+            _retry_on_conflict(lambda: self.client.set_registered_model_alias(name, alias, str(version)))
             self._record_event(name, {"alias": alias, "version": version, "previous": previous, "action": action,
                                       "actor": actor, "os_user": os_user(), "reason": reason, "at": now()})
         return previous
@@ -211,7 +228,8 @@ class MlflowRegistry:
     def list(self, name: str | None = None) -> list[Version]:
         query = f"name='{check_name(name)}'" if name else ""
         with _mlflow_calls("list"):
-            found = self.client.search_model_versions(query)
+            # A shared server holds other teams' models too: only versions llmops registered (they have a digest).
+            found = [mv for mv in self.client.search_model_versions(query) if "llmops.digest" in (mv.tags or {})]
         return [self.get(mv.name, int(mv.version)) for mv in sorted(found, key=lambda m: (m.name, int(m.version)))]
 
     def resolve(self, ref: str, default_name: str | None = None) -> Version:

@@ -92,13 +92,12 @@ def test_concurrent_identical_registers_make_one_version_and_first_registers_do_
     assert len(runs) == 1  # the losers' runs are deleted: no orphans
 
 
+# The backend's set_alias itself (promote skips a move to the version the alias already names).
 _PROMOTE = """
 import sys
-from llmops_cli.config.loader import load_config
-from llmops_cli.registry.operations import Approval, promote
-cfg = load_config(sys.argv[1], ["register.backend=mlflow", "register.mlflow_tracking_uri=" + sys.argv[2],
-                                "project.name=promo-model"])
-print(promote(cfg, "promo-model:" + sys.argv[3], "staging", Approval(reason="p" + sys.argv[3])).version)
+from llmops_cli.registry.mlflow_store import MlflowRegistry
+registry = MlflowRegistry(sys.argv[2], cache_root=sys.argv[1] + ".cache")
+print(registry.set_alias("promo-model", "staging", int(sys.argv[3]), "qa", "p" + sys.argv[3]))
 """
 
 
