@@ -105,6 +105,16 @@ def tree_digest(files: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys: {"tune": {"lr": 1}} -> {"tune.lr": 1}."""
+    if not isinstance(obj, dict):
+        return {prefix[:-1]: obj}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        out.update(flatten(value, f"{prefix}{key}."))
+    return out
+
+
 def git_commit(cwd: str | Path = ".") -> str | None:
     """Current commit (with a -dirty suffix for uncommitted changes), or None outside git."""
     try:

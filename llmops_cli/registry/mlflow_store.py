@@ -36,7 +36,7 @@ from llmops_cli.registry.base import (
     rollback_target_from_history,
 )
 from llmops_cli.registry.store import copy_problems, make_read_only, remove_tree, write_card_and_mark
-from llmops_cli.utils import copy_hashing
+from llmops_cli.utils import copy_hashing, flatten
 
 EXPERIMENT = "llmops-registry"
 HISTORY_TAG = "llmops.alias_history"  # the single JSON tag of older releases, still read
@@ -383,20 +383,11 @@ def _tree_problems(root: Path, expected: dict[str, str]) -> list[str]:
     return problems
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for key, value in obj.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: obj}
-
-
 def _run_params(record: dict[str, Any]) -> dict[str, str]:
     """The training config as MLflow params (tune.learning_rate, model.base, ...)."""
     config = (record.get("training") or {}).get("config") or {}
     return {k[:250]: json.dumps(v)[:_PARAM_LIMIT] if not isinstance(v, str) else v[:_PARAM_LIMIT]
-            for k, v in sorted(_flatten(config).items()) if k}
+            for k, v in sorted(flatten(config).items()) if k}
 
 
 def _run_metrics(record: dict[str, Any]) -> dict[str, float]:

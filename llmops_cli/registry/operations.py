@@ -12,6 +12,7 @@ from llmops_cli.errors import ApprovalRequired, ConfigError, LlmopsError, Regist
 from llmops_cli.registry.base import COMPLETE_MARK, Registry, Version, check_alias, check_name
 from llmops_cli.registry.base import actor as default_actor
 from llmops_cli.registry.factory import open_registry
+from llmops_cli.utils import flatten
 
 
 @dataclass
@@ -130,16 +131,8 @@ def _reload(cfg: ProjectConfig, ref: str) -> dict[str, Any]:
 
 def diff(a: Version, b: Version) -> dict[str, Any]:
     """What differs between two versions: metrics (with deltas), config, data hashes and files."""
-    def flat(obj: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(obj, dict):
-            out: dict[str, Any] = {}
-            for key, value in obj.items():
-                out.update(flat(value, f"{prefix}{key}."))
-            return out
-        return {prefix[:-1]: obj}
-
     def changes(x: Any, y: Any) -> dict[str, Any]:
-        fx, fy = flat(x or {}), flat(y or {})
+        fx, fy = flatten(x or {}), flatten(y or {})
         return {k: {"a": fx.get(k), "b": fy.get(k)} for k in sorted(set(fx) | set(fy)) if fx.get(k) != fy.get(k)}
 
     metrics = {}
