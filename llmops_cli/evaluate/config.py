@@ -17,6 +17,9 @@ class JudgeSpec(Section):
     )
     scale: int = Field(5, ge=2, le=100, description="Scores run from 1 to this value.")
     timeout_s: float = Field(60, gt=0, description="Per-request timeout for the judge.")
+    max_failure_rate: float = Field(
+        0.2, ge=0, le=1, description="Above this share of unusable judgments (no reply, or not exactly "
+                                     "'Score: N'), judge_score is withheld (null), so a gate on it fails.")
 
 
 class PromptVariant(Section):

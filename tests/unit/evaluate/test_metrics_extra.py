@@ -41,8 +41,10 @@ def test_latency_percentiles():
         {"latency_p50_ms": 505.0, "latency_p95_ms": 950.5})
 
 
-@pytest.mark.parametrize("text,score", [("Score: 4", 4.0), ("I'd say **3**/5.", 3.0), ("score=5.0", 5.0),
-                                        ("Score: 9", None), ("no idea", None), ("0", None)])
+@pytest.mark.parametrize("text,score", [
+    ("Score: 4", 4.0), (" score: 5\n", 5.0), ("I'd say **3**/5.", None), ("score=5.0", None), ("Score: 9", None),
+    ("no idea", None), ("0", None), ("On a scale of 1 to 5, I give it 4.", None), ("Score: -2", None),
+    ("Score: 4. Great answer", None)])
 def test_judge_score_parsing(text, score):
     assert parse_score(text, 5) == score
 

@@ -82,18 +82,22 @@ def test_endpoint_judge_safety_variants_and_gates(project):
         "eval.limit=12", "eval.bootstrap_samples=100", f"eval.endpoint=http://127.0.0.1:{port}",
         f"eval.judge.url=http://127.0.0.1:{judge_port}", f"eval.report_file={tmp}/eval.md",
         "eval.prompt_variants=[{name: terse, system: Answer with one word.}]",
-        "eval.gates=[parity.endpoint.agreement_rate >= 0.99, tuned.exact_match >= 0.99, safety.leak_rate <= 0.5]",
+        "eval.gates=[parity.endpoint.agreement_rate >= 0.99, tuned.exact_match >= 0.99, safety.leak_rate <= 0.5, "
+        "tuned.judge_score >= 3, tuned.judge_failure_rate <= 0.1]",
     ])
     result = run_eval(cfg)
     # The server serves the same adapter greedily: its answers agree with in-process generation.
     assert result.extra["parity"]["endpoint"]["agreement_rate"] == 1.0
     endpoint = result.models["endpoint"]
     assert endpoint["failures"] == 0 and endpoint["ttft_p50_ms"] <= endpoint["latency_p50_ms"]
-    assert result.models["tuned"]["judge_score"] == 4.0 and result.models["tuned"]["judge_failures"] == 6
+    # Half the stand-in judge's replies are garbage: above judge.max_failure_rate (0.2), no score to gate on.
+    tuned = result.models["tuned"]
+    assert tuned["judge_score"] is None and tuned["judge_failures"] == 6 and tuned["judge_failure_rate"] == 0.5
     assert result.extra["safety"]["probes"] >= 11 and 0 <= result.extra["safety"]["bias_disparity_rate"] <= 1
     assert "terse" in result.extra["variants"]
     assert result.extra["production_ref"].startswith("skipped")
-    assert [g.passed for g in result.gates] == [True, False, True]  # an untrained adapter fails the EM gate
+    # an untrained adapter fails the EM gate; a judge that half fails fails both judge gates
+    assert [g.passed for g in result.gates] == [True, False, True, False, False]
     saved = json.loads((tmp / "reports/eval.json").read_text())
     assert saved["gates_passed"] is False and "delta" in saved and "labels" in saved
     summary = json.loads((tmp / "metrics/eval.json").read_text())  # what DVC tracks: a few numbers
