@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -286,6 +287,7 @@ def run_tune(cfg: ProjectConfig, on_progress: ProgressFn | None = None, resume: 
 
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
+    sort_adapter_config(out)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     seconds = time.time() - started
@@ -317,6 +319,18 @@ def _read_previous_metrics(path: str) -> dict[str, Any]:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+
+
+def sort_adapter_config(out: Path) -> None:
+    """PEFT writes target_modules from a set, in a different order each run: identical trainings would
+    hash differently (and register as different versions). Sorted, they are byte-identical."""
+    path = Path(out) / "adapter_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _write_loss_curve(path: str, history: list[dict[str, Any]]) -> None:

@@ -86,3 +86,19 @@ def test_loss_curve_has_a_loss_on_every_row(tmp_path):
     _write_loss_curve(str(tmp_path / "loss.csv"), history)
     rows = (tmp_path / "loss.csv").read_text().splitlines()
     assert rows == ["step,loss,eval_loss", "2,1.5,", "4,1.0,1.2"]
+
+
+def test_adapter_config_lists_target_modules_in_one_order(tmp_path):
+    """PEFT saves target_modules from a set: without sorting, identical trainings hash differently."""
+    import json
+
+    from llmops_cli.tune.train import sort_adapter_config
+
+    config = tmp_path / "adapter_config.json"
+    config.write_text(json.dumps({"r": 8, "target_modules": ["v_proj", "q_proj", "o_proj"]}))
+    sort_adapter_config(tmp_path)
+    first = (tmp_path / "adapter_config.json").read_bytes()
+    assert json.loads(first)["target_modules"] == ["o_proj", "q_proj", "v_proj"]
+    config.write_text(json.dumps({"target_modules": ["o_proj", "v_proj", "q_proj"], "r": 8}))
+    sort_adapter_config(tmp_path)
+    assert (tmp_path / "adapter_config.json").read_bytes() == first
