@@ -78,8 +78,9 @@ def text_metrics(predictions: list[str], references: list[str]) -> dict[str, flo
     }
 
 
-def bootstrap_delta(a: list[float], b: list[float], samples: int, seed: int) -> dict[str, float | None]:
-    """Mean of b - a over paired examples with a percentile bootstrap 95% interval."""
+def bootstrap_delta(a: list[float], b: list[float], samples: int, seed: int) -> dict[str, float]:
+    """Mean of b - a over paired examples with a percentile bootstrap 95% interval (ci_low, ci_high);
+    with samples=0 the delta alone."""
     import random
 
     n = len(a)
@@ -87,8 +88,10 @@ def bootstrap_delta(a: list[float], b: list[float], samples: int, seed: int) -> 
         return {"delta": 0.0, "ci_low": 0.0, "ci_high": 0.0}
     diffs = [y - x for x, y in zip(a, b, strict=True)]
     mean = sum(diffs) / n
-    if samples <= 0:  # no interval was computed: say so rather than a zero-width "interval"
-        return {"delta": mean, "ci_low": None, "ci_high": None}
+    if samples <= 0:
+        # No interval was computed, so none is recorded: readers (report, terminal, model card) show an
+        # interval only where ci_low/ci_high exist, never a zero-width or null one.
+        return {"delta": mean}
     rng = random.Random(seed)
     stats = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
     return {"delta": mean, "ci_low": stats[int(0.025 * (samples - 1))], "ci_high": stats[int(0.975 * (samples - 1))]}
