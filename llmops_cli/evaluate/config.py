@@ -46,6 +46,9 @@ class EvalSection(Section):
         None, description="Also evaluate an OpenAI-compatible endpoint (base URL, e.g. http://127.0.0.1:8321/v1)."
     )
     endpoint_model: str | None = Field(None, description="Model name sent to the endpoint (default: project.name).")
+    endpoint_max_failure_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of endpoint requests that may fail; above it the run fails "
+                                     "(an implicit gate, `endpoint.failure_rate`).")
     api_key_env: str = Field("LLMOPS_EVAL_API_KEY", description="Env var with the endpoint's API key, if any.")
     max_new_tokens: int = Field(16, ge=1, description="Generation budget per example (greedy).")
     batch_size: int = Field(32, ge=1, description="Generation batch size (concurrency for endpoints).")

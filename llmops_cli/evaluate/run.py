@@ -160,7 +160,9 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
         gens = client.generate(conversations, ecfg.max_new_tokens, ecfg.batch_size, stream=True,
                                on_done=(lambda n: on_progress("endpoint", n)) if on_progress else None)
         predictions["endpoint"] = gens.texts
-        models["endpoint"] = {**_score(gens, references), "failures": getattr(gens, "failures", 0)}
+        failures = getattr(gens, "failures", 0)
+        models["endpoint"] = {**_score(gens, references), "failures": failures,
+                              "failure_rate": failures / len(rows) if rows else 0.0}
         extra.setdefault("parity", {})["endpoint"] = parity_report(predictions["tuned"], gens.texts, references, rows)
     if ecfg.parity and hf_tuned is not None:
         extra.setdefault("parity", {})["vllm"] = {
@@ -190,7 +192,10 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
         key: str(extra.get("production_ref") or "production comparison off (eval.compare_production)"
                  ).removeprefix("skipped: ")
         for key in ("production", "delta_production")}
-    result = EvalResult(n=len(rows), models=models, delta=delta, gates=check_gates(ecfg.gates, flat, no_production),
+    # A dead or failing endpoint is a failed run, not an "ok" with failures buried in the JSON.
+    implicit = [f"endpoint.failure_rate <= {ecfg.endpoint_max_failure_rate:g}"] if ecfg.endpoint else []
+    result = EvalResult(n=len(rows), models=models, delta=delta,
+                        gates=check_gates([*ecfg.gates, *implicit], flat, no_production),
                         extra=extra,
                         metrics_file=ecfg.metrics_file, predictions_file=ecfg.predictions_file,
                         report_file=ecfg.report_file)

@@ -97,7 +97,9 @@ def test_endpoint_judge_safety_variants_and_gates(project):
     assert "terse" in result.extra["variants"]
     assert result.extra["production_ref"].startswith("skipped")
     # an untrained adapter fails the EM gate; a judge that half fails fails both judge gates
-    assert [g.passed for g in result.gates] == [True, False, True, False, False]
+    # (the last gate is the implicit one on endpoint failures: all answered)
+    assert [g.passed for g in result.gates] == [True, False, True, False, False, True]
+    assert result.gates[-1].gate == "endpoint.failure_rate <= 0"
     saved = json.loads((tmp / "reports/eval.json").read_text())
     assert saved["gates_passed"] is False and "delta" in saved and "labels" in saved
     summary = json.loads((tmp / "metrics/eval.json").read_text())  # what DVC tracks: a few numbers
