@@ -66,11 +66,11 @@ def status(
         from llmops_cli.serving.lifecycle import server_status
 
         info = server_status(cfg.serve.endpoint_file)
-        ok = info.get("running") and info.get("ready")
+        ok = bool(info.get("running") and info.get("ready"))
         restarts = (f"; engine restarted {info['restarts']} time(s), last at {info['last_restart']['at']}: "
                     f"{info['last_restart']['reason']}" if info.get("restarts") else "")
         console.result(info, f"{info['model_ref']} ready at {info['url']} (pid {info['pid']}){restarts}"
-                       if ok else None)
+                       if ok else None, ok=ok)
         if not ok:
             why = info.get("reason") or info.get("error")
             console.warn(("server not ready" if info.get("running") else "server not running")

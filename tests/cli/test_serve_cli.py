@@ -71,7 +71,9 @@ def test_public_host_without_keys_exits_2(cfg, monkeypatch):
 
 def test_status_when_not_running_exits_1(cfg):
     result = runner.invoke(app, ["serve", "status", "-c", str(cfg), "--json"])
-    assert result.exit_code == 1 and json.loads(result.stdout)["running"] is False
+    data = json.loads(result.stdout)
+    # exit 1 and "ok": true would contradict each other for `... --json | jq .ok` in a deploy script
+    assert result.exit_code == 1 and data["running"] is False and data["ok"] is False
 
 
 def test_foreground_server_is_found_by_status_and_stopped_by_stop(tiny_model, tiny_corpus, tmp_path):
