@@ -78,7 +78,7 @@ def show(
         version = registry.resolve(ref, default_name=cfg.project.name)
         data = {**version.to_dict(), "aliases": {a: v for a, v in registry.aliases(version.name).items()},
                 "alias_history": registry.alias_history(version.name)}
-        if json_:
+        if console.json_mode:  # --json given to the group counts too
             console.result(data)
         else:
             typer.echo(json.dumps(data, indent=2, default=str))

@@ -170,7 +170,7 @@ def _evaluation(evaluation: dict[str, Any]) -> list[str]:
         delta = evaluation.get(key) or {}
         shown = _metrics(delta, sign=True)
         ci = delta.get("exact_match_ci") or {}
-        if "ci_low" in ci:
+        if ci.get("ci_low") is not None and ci.get("ci_high") is not None:
             shown += f" (exact_match 95% CI [{ci['ci_low']:.4g}, {ci['ci_high']:.4g}])"
         if shown:
             lines.append(f"- {label}: {shown}")

@@ -71,3 +71,10 @@ def test_usage_and_reference_errors_exit_2_without_a_traceback(adapter_project, 
     result = _run(config, *args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_show_honours_json_given_to_the_group(adapter_project):
+    _, config = adapter_project
+    assert _run(config, "register").exit_code == 0
+    result = runner.invoke(app, ["register", "--json", "show", "test-model:1", "-c", str(config)])
+    assert result.exit_code == 0 and json.loads(result.stdout)["ok"] is True
