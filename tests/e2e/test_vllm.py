@@ -35,7 +35,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     if not VLLM_PYTHON.is_file():
         pytest.fail(f"no vLLM interpreter at {VLLM_PYTHON}: run `make vllm` (make test-vllm does)")
     work, env = demo_copy(tmp_path_factory.mktemp("vllm-demo"), free_port())
-    run(["dvc", "repro", "register"], work, env)  # every stage but serve
+    run(["dvc", "repro"], work, env)
+    # As `make demo` does: the registered version goes to the staging slot the demo serves.
+    run(["llmops", "register", "promote", "latest", "--to", "staging", "-c", CONFIG], work, env)
     return work, env
 
 
