@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -88,14 +88,22 @@ def hash_tree(root: str | Path) -> dict[str, str]:
     }
 
 
-def check_hashes(root: str | Path, expected: dict[str, str]) -> list[str]:
-    """Problems found re-hashing the files under root against {relative path: sha256} (empty when intact)."""
+def check_hashes(root: str | Path, expected: dict[str, str], others: Collection[str] | None = None) -> list[str]:
+    """Problems found re-hashing the files under root against {relative path: sha256} (empty when intact).
+    With `others` (the names allowed beside `expected`), any other file under root, hidden ones and links
+    included, is a problem too, and a link never passes for a file: the check for a copy that must hold
+    exactly a registered version."""
+    root = Path(root)
+    strict = others is not None
     problems = []
+    if strict:
+        present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+        problems += [f"{rel}: not part of the version" for rel in sorted(present - set(expected) - set(others))]
     for rel, sha in expected.items():
-        path = Path(root) / rel
+        path = root / rel
         if not path.is_file():
             problems.append(f"{rel}: missing")
-        elif sha256_file(path) != sha:
+        elif (strict and path.is_symlink()) or sha256_file(path) != sha:
             problems.append(f"{rel}: content does not match its sha256")
     return problems
 

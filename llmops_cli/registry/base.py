@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from llmops_cli.errors import RefError
-from llmops_cli.utils import sha256_file
+from llmops_cli.utils import sha256_file, tree_digest
 
 # Not model content: training state (checkpoints/, the Trainer's pickled training_args.bin, which
 # nothing that serves a model reads), the tune run's own record (its timings differ on every run; its
@@ -46,15 +46,10 @@ def model_files(model_dir: str | Path) -> dict[str, Path]:
     return out
 
 
-def content_digest(files: dict[str, str]) -> str:
-    """One digest over {relative path: sha256} (order independent): a version's identity."""
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-
-
 def model_digest(model_dir: str | Path) -> tuple[str, dict[str, str]]:
     """(digest, {path: sha256}) of a model directory's content (reads every file once)."""
     files = {rel: sha256_file(path) for rel, path in model_files(model_dir).items()}
-    return content_digest(files), files
+    return tree_digest(files), files  # a version's identity: the registry's digest is the same
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from llmops_cli.registry.base import (
     actor,
     check_alias,
     check_name,
-    content_digest,
     model_files,
     now,
     os_user,
@@ -36,7 +35,7 @@ from llmops_cli.registry.base import (
     rollback_target_from_history,
 )
 from llmops_cli.registry.store import copy_problems, make_read_only, remove_tree, write_card_and_mark
-from llmops_cli.utils import copy_hashing, flatten
+from llmops_cli.utils import check_hashes, copy_hashing, flatten, tree_digest
 
 EXPERIMENT = "llmops-registry"
 HISTORY_TAG = "llmops.alias_history"  # the single JSON tag of older releases, still read
@@ -104,7 +103,7 @@ class MlflowRegistry:
         self.cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.cache, prefix=".incoming-") as staging:
             files = _stage(source, Path(staging) / "model")
-            digest = content_digest(files)
+            digest = tree_digest(files)
             if expected_digest is not None and digest != expected_digest:
                 raise ModelMismatch(
                     f"{source} is not the model that was evaluated: its content hash is {digest[:16]}, "
@@ -282,7 +281,7 @@ class MlflowRegistry:
                             "still being registered)")
         elif seal is not None and seal != version.seal():
             problems.append("version record was modified after registration (its seal does not match)")
-        if content_digest(version.files) != version.digest:
+        if tree_digest(version.files) != version.digest:
             problems.append("the version digest does not match its file list")
         return problems
 
@@ -290,7 +289,7 @@ class MlflowRegistry:
         problems = self._record_problems(version)
         with tempfile.TemporaryDirectory() as tmp:
             local = self._download(version, Path(tmp))
-            problems += _tree_problems(local, version.files)
+            problems += check_hashes(local, version.files, others=())
         copy = self._copy_dir(version)
         if copy.is_dir():
             problems += [f"materialized copy: {p}" for p in copy_problems(copy, version)]
@@ -308,7 +307,7 @@ class MlflowRegistry:
         staging = Path(tempfile.mkdtemp(dir=self.cache, prefix=".materialize-"))
         try:
             local = self._download(version, staging)
-            problems = _tree_problems(local, version.files)
+            problems = check_hashes(local, version.files, others=())
             if problems:
                 raise RegistryError(f"{version.ref} failed verification: " + "; ".join(problems[:5]),
                                     hint="the MLflow artifacts were modified or corrupted; re-register the model")
@@ -368,19 +367,6 @@ def _stage(source: Path, into: Path) -> dict[str, str]:
         (into / rel).parent.mkdir(parents=True, exist_ok=True)
         files[rel], _size = copy_hashing(path, into / rel)
     return files
-
-
-def _tree_problems(root: Path, expected: dict[str, str]) -> list[str]:
-    from llmops_cli.utils import sha256_file
-
-    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-    problems = [f"{rel}: not part of the version" for rel in sorted(present - set(expected))]
-    for rel, sha in expected.items():
-        if rel not in present:
-            problems.append(f"{rel}: missing")
-        elif sha256_file(root / rel) != sha:
-            problems.append(f"{rel}: content does not match its sha256")
-    return problems
 
 
 def _run_params(record: dict[str, Any]) -> dict[str, str]:

@@ -30,14 +30,13 @@ from llmops_cli.registry.base import (
     actor,
     check_alias,
     check_name,
-    content_digest,
     model_files,
     now,
     os_user,
     parse_ref,
     rollback_target_from_history,
 )
-from llmops_cli.utils import copy_hashing, sha256_file
+from llmops_cli.utils import check_hashes, copy_hashing, sha256_file, tree_digest
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -87,6 +86,19 @@ class LocalRegistry:
             conn.close()
 
     @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction. BEGIN IMMEDIATE serialises writers (version numbers never collide,
+        an alias move and its history entry land together); any exception rolls it back."""
+        with self._db() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
     def _lock(self, exclusive: bool) -> Iterator[None]:
         """Writers (shared) against gc (exclusive). flock is released by the kernel when a process
         dies, so a killed registration never blocks gc for good."""
@@ -113,7 +125,7 @@ class LocalRegistry:
             sizes: dict[str, int] = {}
             for rel, path in model_files(source).items():
                 files[rel], sizes[rel] = self._store_file(path)
-            digest = content_digest(files)
+            digest = tree_digest(files)
             if expected_digest is not None and digest != expected_digest:
                 raise ModelMismatch(
                     f"{source} is not the model that was evaluated: its content hash is {digest[:16]}, "
@@ -144,14 +156,9 @@ class LocalRegistry:
 
     def _commit_version(self, name: str, digest: str, files: dict[str, str], sizes: dict[str, int],
                         manifest: dict[str, Any], forced_reason: str | None) -> tuple[Version, bool]:
-        with self._db() as conn:
-            conn.execute("BEGIN IMMEDIATE")  # serialises writers: version numbers never collide
-            try:
-                row = conn.execute("SELECT version FROM versions WHERE name=? AND digest=?",
-                                   (name, digest)).fetchone()
-                if row:
-                    conn.execute("ROLLBACK")
-                    return self.get(name, row[0]), False
+        with self._write() as conn:
+            row = conn.execute("SELECT version FROM versions WHERE name=? AND digest=?", (name, digest)).fetchone()
+            if not row:
                 number = conn.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name=?",
                                       (name,)).fetchone()[0]
                 # Round-trip through JSON so the sealed record is exactly what get() will read back.
@@ -166,10 +173,8 @@ class LocalRegistry:
                      forced_reason, json.dumps(version.manifest, sort_keys=True), version.seal()))
                 conn.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?)",
                                  [(name, number, rel, sha, sizes[rel]) for rel, sha in files.items()])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        if row:  # identical content is already a version of this name
+            return self.get(name, row[0]), False
         return version, True
 
     # -- reading ---------------------------------------------------------------------------------
@@ -207,36 +212,19 @@ class LocalRegistry:
     def set_alias(self, name: str, alias: str, version: int, actor: str, reason: str | None,
                   action: str = "promote") -> int | None:
         check_alias(alias)
-        with self._db() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if not conn.execute("SELECT 1 FROM versions WHERE name=? AND version=?", (name, version)).fetchone():
-                    raise RefError(f"no version {name}:{version}", hint="`llmops register list` shows versions")
-                row = conn.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (name, alias)).fetchone()
-                previous = row[0] if row else None
-                conn.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?)", (name, alias, version, now()))
-                conn.execute("INSERT INTO alias_history (name, alias, version, previous, actor, reason, at, action, "
-                             "os_user) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             (name, alias, version, previous, actor, reason, now(), action, os_user()))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._write() as conn:
+            if not conn.execute("SELECT 1 FROM versions WHERE name=? AND version=?", (name, version)).fetchone():
+                raise RefError(f"no version {name}:{version}", hint="`llmops register list` shows versions")
+            previous = _alias_target(conn, name, alias)
+            conn.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?)", (name, alias, version, now()))
+            _record_move(conn, name, alias, version, previous, action, actor, reason)
         return previous
 
     def delete_alias(self, name: str, alias: str, actor: str, reason: str | None) -> None:
-        with self._db() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (name, alias)).fetchone()
-                conn.execute("DELETE FROM aliases WHERE name=? AND alias=?", (name, alias))
-                conn.execute("INSERT INTO alias_history (name, alias, version, previous, actor, reason, at, action, "
-                             "os_user) VALUES (?, ?, NULL, ?, ?, ?, ?, 'revert', ?)",
-                             (name, alias, row[0] if row else None, actor, reason, now(), os_user()))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._write() as conn:
+            previous = _alias_target(conn, name, alias)
+            conn.execute("DELETE FROM aliases WHERE name=? AND alias=?", (name, alias))
+            _record_move(conn, name, alias, None, previous, "revert", actor, reason)
 
     def alias_history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
         query = "SELECT alias, version, previous, action, actor, os_user, reason, at FROM alias_history WHERE name=?"
@@ -272,7 +260,7 @@ class LocalRegistry:
             problems.append("index record was modified after registration (its seal does not match)")
         if dict(rows) != version.files:
             problems.append("the index's file list differs from the version manifest")
-        if content_digest(version.files) != version.digest:
+        if tree_digest(version.files) != version.digest:
             problems.append("the version digest does not match its file list")
         return problems
 
@@ -352,22 +340,24 @@ class LocalRegistry:
                 "copies": len(found["copies"]), "bytes": freed, "dry_run": dry_run, "referenced": len(referenced)}
 
 
+def _alias_target(conn: sqlite3.Connection, name: str, alias: str) -> int | None:
+    row = conn.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (name, alias)).fetchone()
+    return row[0] if row else None
+
+
+def _record_move(conn: sqlite3.Connection, name: str, alias: str, version: int | None, previous: int | None,
+                 action: str, actor: str, reason: str | None) -> None:
+    conn.execute("INSERT INTO alias_history (name, alias, version, previous, actor, reason, at, action, os_user) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (name, alias, version, previous, actor, reason, now(), action,
+                                                      os_user()))
+
+
 def copy_problems(copy: Path, version: Version) -> list[str]:
     """What differs between a materialised copy and the version: every file re-hashed, extra files
     (hidden ones too), the card and the completion mark."""
     from llmops_cli.registry.card import model_card
 
-    expected = version.files
-    problems = []
-    present = {p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file() or p.is_symlink()}
-    for rel in sorted(present - set(expected) - {CARD_FILE, COMPLETE_MARK}):
-        problems.append(f"{rel}: not part of the version")
-    for rel, sha in expected.items():
-        path = copy / rel
-        if rel not in present:
-            problems.append(f"{rel}: missing")
-        elif path.is_symlink() or sha256_file(path) != sha:
-            problems.append(f"{rel}: content does not match its sha256")
+    problems = check_hashes(copy, version.files, others={CARD_FILE, COMPLETE_MARK})
     card = copy / CARD_FILE
     if not card.is_file() or card.read_text(encoding="utf-8") != model_card(version):
         problems.append(f"{CARD_FILE}: not the card of {version.ref}")
