@@ -99,15 +99,15 @@ def resolve(
     with command(json_, ctx) as console:
         cfg = load_project(config, set_, ctx)
         from llmops_cli.errors import RefError
+        from llmops_cli.registry.base import parse_ref
         from llmops_cli.registry.factory import open_registry
         from llmops_cli.utils import atomic_write_json
 
+        parse_ref(ref, cfg.project.name)  # a malformed reference is a usage error, not "nothing there"
         try:
             version = open_registry(cfg).resolve(ref, default_name=cfg.project.name)
             pointer = {"ref": version.ref, "version": version.version, "digest": version.digest}
-        except RefError as exc:
-            if exc.message.startswith(("invalid", "reference")):
-                raise
+        except RefError:
             pointer = {"ref": None, "version": None, "digest": None}
         if output:
             atomic_write_json(output, {"requested": ref, **pointer})

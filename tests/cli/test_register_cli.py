@@ -78,3 +78,14 @@ def test_show_honours_json_given_to_the_group(adapter_project):
     assert _run(config, "register").exit_code == 0
     result = runner.invoke(app, ["register", "--json", "show", "test-model:1", "-c", str(config)])
     assert result.exit_code == 0 and json.loads(result.stdout)["ok"] is True
+
+
+def test_resolve_writes_a_pointer_and_refuses_malformed_refs(adapter_project, tmp_path):
+    _, config = adapter_project
+    out = tmp_path / "pointer.json"
+    missing = _run(config, "register", "resolve", "@production", "-o", str(out))
+    assert missing.exit_code == 0 and json.loads(out.read_text())["ref"] is None
+    assert _run(config, "register").exit_code == 0
+    assert _run(config, "register", "resolve", "latest", "-o", str(out)).exit_code == 0
+    assert json.loads(out.read_text())["ref"] == "test-model:1"
+    assert _run(config, "register", "resolve", "test-model:²").exit_code == 2
