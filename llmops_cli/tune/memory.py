@@ -1,6 +1,8 @@
 """Memory pre-flight: estimate peak accelerator memory for a tune config before loading weights.
 
-The estimate uses the model's config.json only (no weights): parameter counts by layer shape, the
+The estimate uses the model's config.json only (no weights): the model is built on the meta device to count
+parameters and read every linear layer's shape (any architecture transformers knows; a table of config field
+names is the fallback, and an unreadable config gives a warning instead of an estimate). From those: the
 bytes each costs for the method (16-bit weights, 4-bit NF4 for QLoRA, fp32 master LoRA weights,
 AdamW state, gradients), activations per token (with or without gradient checkpointing) and the
 fp32 logits the loss is computed on, which dominate for large vocabularies.
@@ -15,7 +17,16 @@ from llmops_cli.model.config import ModelSection
 from llmops_cli.tune.config import TuneSection
 
 GIB = 1024**3
-_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# The names each size goes by in the configs of Llama, Mistral, Qwen2, Gemma, Phi, GPT-2, GPT-NeoX, Falcon, T5-style
+# decoders: read when transformers cannot build the model (the shapes are then assumed Llama-like).
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "hidden": ("hidden_size", "n_embd", "d_model", "dim", "model_dim"),
+    "layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+    "heads": ("num_attention_heads", "n_head", "num_heads", "n_heads"),
+    "kv_heads": ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_head_kv"),
+    "intermediate": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "ffn_hidden_size"),
+    "vocab": ("vocab_size", "padded_vocab_size", "n_vocab"),
+}
 
 
 @dataclass
@@ -31,18 +42,93 @@ class MemoryEstimate:
     overhead_gib: float
     total_gib: float
     tokens_per_step: int
+    basis: str = "meta-device model"  # where the shapes came from: "meta-device model", "config fields" or "none"
+    warning: str | None = None  # set when nothing could be estimated (then every size is 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def unknown(cls, model_type: str, tokens: int) -> MemoryEstimate:
+        """No estimate: training goes ahead unchecked, and the caller shows the warning."""
+        return cls(0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, tokens, basis="none",
+                   warning=f"cannot estimate memory for {model_type}, running without pre-flight")
 
-def shapes(config: Any) -> dict[str, tuple[int, int]]:
-    """(in, out) of each linear layer of one decoder block, Llama-style."""
-    hidden = config.hidden_size
-    heads = config.num_attention_heads
-    kv = getattr(config, "num_key_value_heads", None) or heads
+
+@dataclass(frozen=True)
+class Architecture:
+    """What the estimate needs to know about a model, whatever its config calls it."""
+
+    model_type: str
+    hidden: int
+    layers: int
+    intermediate: int
+    vocab: int
+    total_params: int
+    linears: dict[str, tuple[int, int]]  # every linear layer LoRA can adapt (module name -> (in, out)), not lm_head
+    basis: str
+
+
+class CannotEstimate(ValueError):
+    """The config names no hidden size, layer count or vocabulary this module knows."""
+
+
+def _field(config: Any, key: str) -> int | None:
+    for name in _FIELDS[key]:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def describe(config: Any) -> Architecture:
+    """Sizes and linear-layer shapes of the model `config` describes. The model is built on the meta device
+    (no memory, no weights), so every architecture transformers knows is counted exactly; where that fails
+    (remote code, a config that is only a namespace) Llama-like shapes are derived from the field table."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config  # multimodal: the LM part
+    model_type = str(getattr(config, "model_type", None) or type(config).__name__)
+    hidden, layers, vocab = _field(text, "hidden"), _field(text, "layers"), _field(text, "vocab")
+    if hidden is None or layers is None or vocab is None:
+        raise CannotEstimate(model_type)
+    intermediate = _field(text, "intermediate") or 4 * hidden  # GPT-2's n_inner=None means 4 * n_embd
+    built = _meta_model_shapes(config)
+    if built is not None:
+        total, linears = built
+        return Architecture(model_type, hidden, layers, intermediate, vocab, total, linears, "meta-device model")
+    linears = {f"layers.{i}.{name}": shape for i in range(layers)
+               for name, shape in _llama_shapes(text, hidden, intermediate).items()}
+    tied = getattr(text, "tie_word_embeddings", None) or getattr(config, "tie_word_embeddings", False)
+    total = sum(i * o for i, o in linears.values()) + vocab * hidden * (1 if tied else 2) + layers * 2 * hidden + hidden
+    return Architecture(model_type, hidden, layers, intermediate, vocab, total, linears, "config fields")
+
+
+def _meta_model_shapes(config: Any) -> tuple[int, dict[str, tuple[int, int]]] | None:
+    """Parameter count and adaptable linear layers of the model built on the meta device, or None."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM
+        from transformers.pytorch_utils import Conv1D
+
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception:  # noqa: BLE001 - any config transformers cannot build falls back to the field table
+        return None
+    head = model.get_output_embeddings()
+    linears: dict[str, tuple[int, int]] = {}
+    for name, module in model.named_modules():
+        if module is head:
+            continue  # PEFT's all-linear leaves the output layer alone, and bitsandbytes keeps it 16-bit
+        if isinstance(module, torch.nn.Linear):
+            linears[name] = (module.in_features, module.out_features)
+        elif isinstance(module, Conv1D):  # GPT-2's linear layers store the weight as (in, out)
+            linears[name] = (int(module.weight.shape[0]), int(module.weight.shape[1]))
+    return sum(p.numel() for p in model.parameters()), linears
+
+
+def _llama_shapes(config: Any, hidden: int, inter: int) -> dict[str, tuple[int, int]]:
+    heads = _field(config, "heads") or 1
+    kv = _field(config, "kv_heads") or heads
     head_dim = getattr(config, "head_dim", None) or hidden // heads
-    inter = config.intermediate_size
     return {
         "q_proj": (hidden, heads * head_dim), "k_proj": (hidden, kv * head_dim), "v_proj": (hidden, kv * head_dim),
         "o_proj": (heads * head_dim, hidden), "gate_proj": (hidden, inter), "up_proj": (hidden, inter),
@@ -50,14 +136,28 @@ def shapes(config: Any) -> dict[str, tuple[int, int]]:
     }
 
 
+def _matches(name: str, target: str) -> bool:
+    return name == target or name.endswith("." + target)  # PEFT's rule for a list of target_modules
+
+
+def unmatched_targets(linears: dict[str, tuple[int, int]], targets: list[str] | str) -> list[str]:
+    """The entries of tune.lora.target_modules that name no linear layer of the model."""
+    if targets == "all-linear":
+        return []
+    return [t for t in targets if not any(_matches(name, t) for name in linears)]
+
+
 def estimate(config: Any, tune: TuneSection, dtype_bytes: int = 2) -> MemoryEstimate:
-    """Peak memory of one training step for `tune` on a model with this transformers config."""
-    layers = config.num_hidden_layers
-    hidden, vocab = config.hidden_size, config.vocab_size
-    linear = shapes(config)
-    linear_params = layers * sum(i * o for i, o in linear.values())
-    embed_params = vocab * hidden * (1 if getattr(config, "tie_word_embeddings", False) else 2)
-    total = linear_params + embed_params + layers * 2 * hidden + hidden
+    """Peak memory of one training step for `tune` on a model with this transformers config
+    (an estimate with a warning and no sizes when the architecture cannot be read)."""
+    tokens = tune.batch_size * tune.max_seq_length
+    try:
+        arch = describe(config)
+    except CannotEstimate as exc:
+        return MemoryEstimate.unknown(str(exc), tokens)
+    layers, hidden, vocab, inter = arch.layers, arch.hidden, arch.vocab, arch.intermediate
+    total = arch.total_params
+    linear_params = sum(i * o for i, o in arch.linears.values())
 
     if tune.method == "qlora":
         # NF4: 0.5 byte/param + one fp32 absmax per 64 params (0.5 bit/param after double quantisation).
@@ -66,24 +166,22 @@ def estimate(config: Any, tune: TuneSection, dtype_bytes: int = 2) -> MemoryEsti
     else:
         weights = total * dtype_bytes
 
-    targets = _LINEAR if tune.lora.target_modules == "all-linear" else [
-        t for t in tune.lora.target_modules if t in linear]
+    targets = [shape for name, shape in arch.linears.items() if tune.lora.target_modules == "all-linear"
+               or any(_matches(name, t) for t in tune.lora.target_modules)]
     if tune.method == "full":
         trainable = total
         trainable_bytes = 0.0  # the weights themselves are trained
         grads = total * dtype_bytes
         opt_bytes = 8.0
     else:
-        trainable = layers * sum(tune.lora.r * (linear[t][0] + linear[t][1]) for t in targets)
+        trainable = sum(tune.lora.r * (i + o) for i, o in targets)
         if tune.lora.dora:
-            trainable += layers * sum(linear[t][1] for t in targets)
+            trainable += sum(o for _, o in targets)
         trainable_bytes = trainable * 4.0  # adapters train in fp32
         grads = trainable * 4.0
         opt_bytes = 2.0 if "8bit" in _optimizer(tune) else 8.0
     optimizer = trainable * opt_bytes
 
-    tokens = tune.batch_size * tune.max_seq_length
-    inter = config.intermediate_size
     # Saved tensors per token and layer (16-bit): inputs of the projections and norms, q/k/v and attention
     # output, and five intermediate-size MLP tensors (gate, up, act(gate), their product, the SiLU input);
     # SDPA/flash attention keeps no S x S matrix. Calibrated on the reference figures in
@@ -100,7 +198,7 @@ def estimate(config: Any, tune: TuneSection, dtype_bytes: int = 2) -> MemoryEsti
         total_params=int(total), trainable_params=int(trainable), weights_gib=weights / GIB,
         trainable_gib=trainable_bytes / GIB, optimizer_gib=optimizer / GIB, gradients_gib=grads / GIB,
         activations_gib=activations / GIB, logits_gib=logits / GIB, overhead_gib=overhead / GIB,
-        total_gib=total_bytes / GIB, tokens_per_step=tokens,
+        total_gib=total_bytes / GIB, tokens_per_step=tokens, basis=arch.basis,
     )
 
 

@@ -32,3 +32,79 @@ def test_methods_and_options_order_as_expected():
     longer = estimate(LLAMA_1B, TuneSection(batch_size=8, max_seq_length=2048)).activations_gib
     shorter = estimate(LLAMA_1B, TuneSection(batch_size=8, max_seq_length=1024)).activations_gib
     assert longer == pytest.approx(2 * shorter)
+
+
+# Tiny configs of the architectures issue #15 names, built locally (no download). Their field names differ:
+# GPT-2 has n_embd/n_layer/n_head and n_inner=None (4 * n_embd); Qwen2 has q/k/v biases; Phi a dense MLP.
+def _tiny_configs() -> dict[str, object]:
+    from transformers import (
+        GemmaConfig,
+        GPT2Config,
+        GPTNeoXConfig,
+        MistralConfig,
+        PhiConfig,
+        Qwen2Config,
+    )
+
+    common = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4, vocab_size=300)
+    return {
+        "llama": LlamaConfig(num_key_value_heads=2, **common),
+        "mistral": MistralConfig(num_key_value_heads=2, **common),
+        "qwen2": Qwen2Config(num_key_value_heads=2, **common),
+        "gemma": GemmaConfig(num_key_value_heads=1, head_dim=16, **common),
+        "phi": PhiConfig(**common),
+        "gpt2": GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=300),
+        "gpt_neox": GPTNeoXConfig(**common),
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_configs() -> dict[str, object]:
+    return _tiny_configs()
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "gemma", "phi", "gpt2", "gpt_neox"])
+def test_every_architecture_is_estimated_with_the_counts_of_the_real_model(arch, tiny_configs):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_configs[arch]
+    est = estimate(config, TuneSection(lora={"r": 4}, batch_size=2, max_seq_length=32))
+    assert est.warning is None and est.basis == "meta-device model"
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    assert est.total_params == sum(p.numel() for p in model.parameters())
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    assert est.trainable_params == sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert est.total_gib > est.weights_gib > 0 and est.activations_gib > 0
+
+
+def test_gpt2_without_intermediate_size_uses_four_times_n_embd(tiny_configs):
+    from types import SimpleNamespace
+
+    from llmops_cli.tune.memory import describe
+
+    gpt2 = tiny_configs["gpt2"]
+    assert describe(gpt2).intermediate == 4 * 64
+    # The field-name table alone (what is used when transformers cannot build the model) reads GPT-2's names.
+    fields = SimpleNamespace(model_type="gpt2", n_embd=64, n_layer=2, n_head=4, n_inner=None, vocab_size=300)
+    arch = describe(fields)
+    assert (arch.hidden, arch.layers, arch.intermediate, arch.vocab, arch.basis) == (64, 2, 256, 300, "config fields")
+    assert estimate(fields, TuneSection()).total_gib > 0
+
+
+def test_an_unknown_architecture_is_a_warning_not_a_traceback():
+    from types import SimpleNamespace
+
+    est = estimate(SimpleNamespace(model_type="mystery", width=3), TuneSection())
+    assert est.warning == "cannot estimate memory for mystery, running without pre-flight"
+    assert est.total_gib == 0 and est.basis == "none"
+
+
+def test_target_modules_that_name_nothing_are_reported(tiny_configs):
+    from llmops_cli.tune.memory import describe, unmatched_targets
+
+    arch = describe(tiny_configs["gpt2"])
+    assert unmatched_targets(arch.linears, ["c_attn", "q_proj"]) == ["q_proj"]
+    assert unmatched_targets(arch.linears, "all-linear") == []
