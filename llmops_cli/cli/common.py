@@ -47,12 +47,22 @@ def load_project(config: Path | None, overrides: list[str] | None, ctx: typer.Co
     (`llmops serve -c other.yaml stop`) count too: the subcommand's own `-c` wins, `--set`s add up."""
     from llmops_cli.config.loader import load_config
 
-    group = _group_params(ctx)
-    config = config or group.get("config")
-    overrides = [*(group.get("set_") or []), *(overrides or [])]
+    config = config_path(config, ctx)
+    overrides = [*(_group_params(ctx).get("set_") or []), *(overrides or [])]
+    if config is None:
+        # Built-in defaults point at demo paths: a run on them by accident must not look like a run on yours.
+        Console().warn(f"no config file loaded (no -c, $LLMOPS_CONFIG unset, no ./{DEFAULT_CONFIG}): "
+                       "using built-in defaults" + (" and --set overrides" if overrides else ""))
+    return load_config(config, overrides)
+
+
+def config_path(config: Path | None, ctx: typer.Context | None = None) -> Path | None:
+    """The config file a command reads: its -c, the group's -c, $LLMOPS_CONFIG (via -c's envvar), else
+    ./llmops.yaml if present, else None (built-in defaults)."""
+    config = config or _group_params(ctx).get("config")
     if config is None and Path(DEFAULT_CONFIG).is_file():
         config = Path(DEFAULT_CONFIG)
-    return load_config(config, overrides)
+    return config
 
 
 def _group_params(ctx: typer.Context | None) -> dict:

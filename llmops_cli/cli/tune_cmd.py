@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, load_project, new_app
+from llmops_cli.cli.common import ConfigOpt, JsonOpt, SetOpt, command, config_path, load_project, new_app
+
+if TYPE_CHECKING:
+    from llmops_cli.console import Console
+    from llmops_cli.tune.dataset import TrainingData
 
 app = new_app(help="Fine-tune the base model (LoRA, QLoRA or full) on prep's splits.")
 
@@ -28,7 +34,7 @@ def tune(
             from llmops_cli.tune.launch import relaunch
 
             raise typer.Exit(relaunch(nproc, sys.argv[1:]))
-        from llmops_cli.tune.train import preflight, run_tune
+        from llmops_cli.tune.train import TrainingInterrupted, preflight, run_tune
 
         estimate, budget = preflight(cfg, for_training=not dry_run)
         rows = [[k.removesuffix("_gib"), f"{v:.2f} GiB" if v >= 1 else f"{v * 1024:.1f} MiB"]
@@ -51,10 +57,32 @@ def tune(
                 bar.advance(step - seen["step"], **info)
                 seen["step"] = step
 
-            result = run_tune(cfg, on_progress=on_progress, resume=resume)
+            try:
+                result = run_tune(cfg, on_progress=on_progress, resume=resume,
+                                  on_data=lambda data: _report_data(console, data))
+            except TrainingInterrupted as exc:
+                exc.hint = f"continue with: {resume_command(config_path(config), set_ or [])}"
+                raise
         console.table("validation loss", ["before", "after"], [[result.eval_loss_before, result.eval_loss_after]])
         console.result(result.to_dict(), f"{result.steps} steps in {result.seconds:.0f}s "
                                          f"({result.tokens_per_second:.0f} tok/s); saved to {result.output_dir}")
+
+
+def resume_command(config: Path | None, overrides: list[str]) -> str:
+    """The exact command that resumes this run: the same config file and overrides, plus --resume."""
+    args = ["llmops", "tune", *(["-c", str(config)] if config else []),
+            *(a for o in overrides for a in ("--set", o)), "--resume"]
+    return shlex.join(args)
+
+
+def _report_data(console: Console, data: TrainingData) -> None:
+    console.info(f"token ids: {data.source}; chat template: {data.template_source}")
+    for split, t in data.truncation.items():
+        if t.over_limit:
+            what = {"drop": f"{t.dropped} left out", "truncate": f"{t.truncated} cut (their answers lose their end), "
+                    f"{t.dropped} left out"}.get(t.policy, "")
+            console.warn(f"{t.over_limit} of {t.examples} {split} examples are longer than tune.max_seq_length="
+                         f"{t.max_seq_length} tokens: {what} (tune.truncation={t.policy})")
 
 
 @app.command("merge")

@@ -45,6 +45,7 @@ def load_tokenizer(model: ModelSection, path: str | None = None) -> PreTrainedTo
     from transformers import AutoTokenizer
 
     source = path or model.base
+    check_source(source, model.revision)
     try:
         tok = AutoTokenizer.from_pretrained(source, **_hub_kwargs(model))
     except OSError as exc:
@@ -56,18 +57,20 @@ def load_tokenizer(model: ModelSection, path: str | None = None) -> PreTrainedTo
 
 def load_causal_lm(
     model: ModelSection, device: str | None = None, adapter: str | None = None, merge: bool = False,
-    quantization_config: Any = None,
+    quantization_config: Any = None, dtype: str | None = None,
 ) -> PreTrainedModel:
     """Load the base model from safetensors, optionally 4-bit quantised or with a PEFT adapter (merged if asked)."""
     from transformers import AutoModelForCausalLM
 
+    check_source(model.base, model.revision)
     device = device or default_device()
     extra: dict[str, Any] = {}
     if quantization_config is not None:  # bitsandbytes places the weights itself
         extra = {"quantization_config": quantization_config, "device_map": {"": 0}}
     try:
         lm = AutoModelForCausalLM.from_pretrained(
-            model.base, dtype=resolve_dtype(model.dtype, device), use_safetensors=True, **_hub_kwargs(model), **extra
+            model.base, dtype=resolve_dtype(dtype or model.dtype, device), use_safetensors=True,
+            **_hub_kwargs(model), **extra,
         )
     except OSError as exc:
         raise _not_found(model.base, exc) from None
@@ -82,6 +85,42 @@ def load_causal_lm(
 
 def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    flags = (os.environ.get(v, "").strip().lower() for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return bool(constants.HF_HUB_OFFLINE) or any(f in ("1", "true", "yes", "on") for f in flags)
+
+
+def check_source(source: str, revision: str | None = None) -> None:
+    """Fail in one line, before anything is downloaded, when `source` is neither an existing directory nor a
+    hub id that can be reached: a mistyped path would otherwise go to the hub as a repo id (a long
+    traceback after ~30 s of retries), and an uncached hub id under HF_HUB_OFFLINE fails the same way."""
+    if Path(source).expanduser().exists():
+        return
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(source)
+        hub_id = not source.startswith((".", "~"))
+    except HFValidationError:
+        hub_id = False
+    if not hub_id:
+        raise ConfigError(
+            f"cannot load model {source!r}: no such directory (and not a hub id of the form org/name)",
+            hint="fix model.base, or run `llmops model scaffold` (or `make base-model`) to build the offline demo "
+                 "model",
+        )
+    if _offline() and not isinstance(try_to_load_from_cache(source, "config.json", revision=revision), str):
+        raise ConfigError(
+            f"cannot load model {source!r}: no such directory, and HF_HUB_OFFLINE=1 forbids downloading it from "
+            "the hub (it is not in the local Hugging Face cache)",
+            hint=f"download it once with network access (`hf download {source}`), unset HF_HUB_OFFLINE, or point "
+                 "model.base at a local model directory",
+        )
 
 
 def _not_found(source: str, exc: Exception) -> ConfigError:

@@ -38,7 +38,7 @@ from llmops_cli.prep.schemas import (
     kind_of,
     to_example,
 )
-from llmops_cli.utils import atomic_write_json, sha256_file
+from llmops_cli.utils import atomic_write_json, atomic_write_text, sha256_file
 
 if TYPE_CHECKING:
     from llmops_cli.model.config import ModelSection
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from llmops_cli.prep.render import ChatRenderer
 
 SPLITS = ("train", "validation", "test")
+TEMPLATE_FILE = "chat_template.jinja"  # beside the splits: the template they were rendered with
 PERCENTILES = (50, 90, 95, 99)
 
 
@@ -485,6 +486,7 @@ def _finish(run: _Run, out_dir: Path) -> PrepResult:
     cache_info = _commit_cache(run, out_dir, tok_dir, hashes) if tokenized else None
     if cache_info:
         outputs["tokenized"] = cache_info["dir"]
+    outputs |= _write_template(run, out_dir)
 
     reasons: Counter[str] = Counter()
     for tally in run.tallies.values():
@@ -541,6 +543,18 @@ def _finish(run: _Run, out_dir: Path) -> PrepResult:
 def render_config(cfg: PrepSection) -> dict[str, Any]:
     """The part of the prep config that decides how examples are rendered (a cache key component)."""
     return {"tokenize": cfg.tokenize.model_dump(exclude={"tokenizer"}), "system_prompt": cfg.system_prompt}
+
+
+def _write_template(run: _Run, out_dir: Path) -> dict[str, str]:
+    """The chat template the splits were rendered and checked with travels with them: tune trains with
+    it and saves it with the tuned model, so eval and serve use it too. No rendering: no template (a
+    stale copy from an earlier run would be read as this data's)."""
+    path = out_dir / TEMPLATE_FILE
+    if run.renderer is None:
+        path.unlink(missing_ok=True)
+        return {}
+    atomic_write_text(path, run.renderer.template)
+    return {"chat_template": str(path)}
 
 
 def _commit_cache(run: _Run, out_dir: Path, tok_dir: Path, hashes: dict[str, str]) -> dict[str, Any]:

@@ -54,7 +54,12 @@ class TuneSection(Section):
     optimizer: str = Field(
         "adamw_torch", description="transformers optimizer name; qlora defaults to paged_adamw_8bit when left as is."
     )
-    max_seq_length: int = Field(512, ge=8, description="Examples are truncated to this many tokens.")
+    max_seq_length: int = Field(512, ge=8, description="Longest example trained, in tokens (see truncation).")
+    truncation: Literal["drop", "refuse", "truncate"] = Field(
+        "drop", description="Examples longer than max_seq_length: drop (leave out, counted in the run manifest "
+                            "and on the terminal), refuse (fail the run), truncate (cut: the answer loses its "
+                            "end-of-turn token, which teaches the model not to stop)."
+    )
     packing: bool = Field(
         False, description="Pack examples padding-free (TRL bfd, position ids keep examples apart)."
     )

@@ -6,14 +6,14 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llmops_cli.config.schema import ProjectConfig
 from llmops_cli.errors import BackendUnavailable, DataError, LlmopsError
 from llmops_cli.model.identity import base_model_identity
-from llmops_cli.tune.data import read_jsonl, to_sft_example
+from llmops_cli.tune.dataset import TrainingData, load_training_data
 from llmops_cli.tune.memory import MemoryEstimate, estimate_for, gpu_budget_gib
 from llmops_cli.utils import (
     atomic_write_json,
@@ -38,14 +38,17 @@ class TuneResult:
     output_dir: str
     method: str
     steps: int
-    train_loss: float
+    train_loss: float | None
     eval_loss_before: float | None
     eval_loss_after: float | None
     trainable_params: int
     total_params: int
-    train_examples: int
+    train_examples: int  # examples trained on, after the truncation policy
+    too_long: int  # train examples over tune.max_seq_length (dropped or cut, per tune.truncation)
     seconds: float
     tokens_per_second: float
+    resumed_from_step: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # where the token ids came from; truncation counts
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +84,15 @@ def quantization_config(tcfg: Any) -> Any:
     )
 
 
+def weights_dtype(cfg: ProjectConfig, device: str) -> str | None:
+    """Full fine-tuning on a GPU keeps fp32 master weights (bf16/fp16 autocast does the matmuls): pure
+    bf16 weights lose small updates to rounding. An explicit model.dtype is obeyed; adapters train in fp32
+    whatever the base's dtype, so LoRA keeps the 16-bit base that saves the memory."""
+    if cfg.tune.method == "full" and cfg.model.dtype == "auto" and device != "cpu":
+        return "float32"
+    return None
+
+
 def _precision(tcfg: Any, device: str) -> dict[str, bool]:
     import torch
 
@@ -91,23 +103,24 @@ def _precision(tcfg: Any, device: str) -> dict[str, bool]:
     return {"bf16": False, "fp16": True}
 
 
-def build_trainer(cfg: ProjectConfig, train_rows: list[dict[str, Any]], val_rows: list[dict[str, Any]],
+def build_trainer(cfg: ProjectConfig, data: TrainingData, tokenizer: Any,
                   on_progress: ProgressFn | None = None, interrupt: Any = None) -> Any:
-    """An SFTTrainer for cfg (model loaded, adapters attached, data tokenised with label masks)."""
+    """An SFTTrainer for cfg: model loaded, adapters attached, and `data` (token ids with completion
+    masks, rendered by prep's renderer) given as it is, so TRL applies no template of its own."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import EarlyStoppingCallback, PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
-    from llmops_cli.model.loading import default_device, load_causal_lm, load_tokenizer
+    from llmops_cli.model.loading import default_device, load_causal_lm
 
     tcfg = cfg.tune
     torch.manual_seed(tcfg.seed)
     device = default_device()
     check_method_supported(tcfg, device)
-    tokenizer = load_tokenizer(cfg.model)
-    model = load_causal_lm(cfg.model, device=device, quantization_config=quantization_config(tcfg))
+    model = load_causal_lm(cfg.model, device=device, quantization_config=quantization_config(tcfg),
+                           dtype=weights_dtype(cfg, device))
     if tcfg.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
@@ -124,7 +137,7 @@ def build_trainer(cfg: ProjectConfig, train_rows: list[dict[str, Any]], val_rows
             use_dora=tcfg.lora.dora,
             task_type="CAUSAL_LM",
         )
-    evaluating = bool(tcfg.eval_steps and val_rows)
+    evaluating = bool(tcfg.eval_steps and data.validation)
     optimizer = tcfg.optimizer
     if tcfg.method == "qlora" and optimizer == "adamw_torch":
         optimizer = "paged_adamw_8bit"  # the QLoRA recipe: optimizer state paged out under pressure
@@ -172,8 +185,8 @@ def build_trainer(cfg: ProjectConfig, train_rows: list[dict[str, Any]], val_rows
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list([to_sft_example(r) for r in train_rows]),
-        eval_dataset=Dataset.from_list([to_sft_example(r) for r in val_rows]) if val_rows else None,
+        train_dataset=Dataset.from_list(data.train),
+        eval_dataset=Dataset.from_list(data.validation) if data.validation else None,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=callbacks or None,
@@ -252,38 +265,42 @@ def latest_checkpoint(output_dir: str) -> str | None:
     return str(ckpts[-1]) if ckpts else None
 
 
-def run_tune(cfg: ProjectConfig, on_progress: ProgressFn | None = None, resume: bool = False) -> TuneResult:
-    """Train per cfg.tune; writes the adapter (or full weights), tokenizer, manifest and metrics.
+def run_tune(cfg: ProjectConfig, on_progress: ProgressFn | None = None, resume: bool = False,
+             on_data: Callable[[TrainingData], None] | None = None) -> TuneResult:
+    """Train per cfg.tune; writes the adapter (or full weights), tokenizer (with the chat template the
+    data was rendered with), manifest and metrics.
 
     SIGINT/SIGTERM save a checkpoint and raise TrainingInterrupted; `resume=True` continues from the
-    latest checkpoint (mid-epoch, same data order)."""
+    latest checkpoint (mid-epoch, same data order), with the run's totals carried over from it."""
+    from llmops_cli.model.loading import load_tokenizer
+    from llmops_cli.tune.resume import Before, bookkeeping_callback, read_checkpoint
+
     tcfg = cfg.tune
     started = time.time()
-    data_dir = Path(tcfg.data_dir)
-    train_rows = read_jsonl(data_dir / "train.jsonl")
-    val_rows = read_jsonl(data_dir / "validation.jsonl")
-    if not train_rows:
-        raise DataError(f"{data_dir / 'train.jsonl'} is empty", hint="check the prep report for what was removed")
+    tokenizer = load_tokenizer(cfg.model)
+    data = load_training_data(cfg, tokenizer)
+    tokenizer.chat_template = data.template  # saved with the model: eval and serve render with it
+    if on_data is not None:
+        on_data(data)
     estimate_, budget = preflight(cfg)
     checkpoint = latest_checkpoint(tcfg.output_dir) if resume else None
     if resume and checkpoint is None:
         raise DataError(f"--resume: no checkpoint under {Path(tcfg.output_dir) / 'checkpoints'}",
                         hint="start without --resume, or set tune.save_steps to checkpoint during training")
+    before = read_checkpoint(checkpoint) if checkpoint else Before()
     with Interrupt() as interrupt:
-        trainer = build_trainer(cfg, train_rows, val_rows, on_progress, interrupt=interrupt)
-        tokenizer = trainer.processing_class
+        trainer = build_trainer(cfg, data, tokenizer, on_progress, interrupt=interrupt)
+        trainer.add_callback(bookkeeping_callback(before))
         out = Path(tcfg.output_dir)
-        eval_before = trainer.evaluate()["eval_loss"] if val_rows and not checkpoint else None
+        if data.validation and not checkpoint:
+            before.eval_loss_before = trainer.evaluate()["eval_loss"]
         train_out = trainer.train(resume_from_checkpoint=checkpoint)
         if interrupt.requested:
             saved = latest_checkpoint(tcfg.output_dir)
             raise TrainingInterrupted(
                 f"training stopped by {interrupt.requested} at step {trainer.state.global_step}; "
-                f"checkpoint saved at {saved}", hint="continue with `llmops tune --resume` (same config)")
-        eval_after = trainer.evaluate()["eval_loss"] if val_rows else None
-    if checkpoint:  # the loss before training is that of the run that made the checkpoint
-        previous = _read_previous_metrics(tcfg.metrics_file)
-        eval_before = previous.get("eval_loss_before")
+                f"checkpoint saved at {saved}", hint="continue with `llmops tune --resume` and the same config")
+        eval_after = trainer.evaluate()["eval_loss"] if data.validation else None
 
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
@@ -291,34 +308,30 @@ def run_tune(cfg: ProjectConfig, on_progress: ProgressFn | None = None, resume: 
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
     seconds = time.time() - started
-    # Non-padding tokens actually trained on (counted by the Trainer), so packing and padding compare fairly.
-    tokens = trainer.state.num_input_tokens_seen
+    # Non-padding tokens trained on in this call (counted by the Trainer, which restores the count of the
+    # earlier calls from a checkpoint), over this call's training time.
+    tokens = trainer.state.num_input_tokens_seen - before.tokens
+    loss = before.train_loss(train_out.global_step, float(train_out.training_loss))
     result = TuneResult(
         output_dir=str(out),
         method=tcfg.method,
         steps=train_out.global_step,
-        train_loss=float(train_out.training_loss),
-        eval_loss_before=eval_before,
+        train_loss=None if math.isnan(loss) else loss,
+        eval_loss_before=before.eval_loss_before,
         eval_loss_after=eval_after,
         trainable_params=trainable,
         total_params=total,
-        train_examples=len(train_rows),
+        train_examples=len(data.train),
+        too_long=data.truncation["train"].over_limit,
         seconds=round(seconds, 2),
         tokens_per_second=round(tokens / max(train_out.metrics.get("train_runtime", seconds), 1e-9), 1),
+        resumed_from_step=before.step or None,
+        data=data.describe(),
     )
     if trainer.is_world_process_zero():  # under DDP/FSDP only one process writes
-        _write_manifest(cfg, result, data_dir, estimate_, budget)
+        _write_manifest(cfg, result, Path(tcfg.data_dir), estimate_, budget)
         _write_loss_curve(tcfg.plots_file, trainer.state.log_history)
     return result
-
-
-def _read_previous_metrics(path: str) -> dict[str, Any]:
-    import json
-
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def sort_adapter_config(out: Path) -> None:
@@ -383,7 +396,8 @@ def _write_manifest(cfg: ProjectConfig, result: TuneResult, data_dir: Path, esti
     manifest["files"] = {k: v for k, v in hash_tree(out).items()
                          if not k.startswith("checkpoints/") and k != "run_manifest.json"}
     atomic_write_json(out / "run_manifest.json", manifest)
-    metrics = {k: v for k, v in result.to_dict().items() if isinstance(v, int | float) and v is not None}
+    metrics = {k: v for k, v in result.to_dict().items()
+               if isinstance(v, int | float) and v is not None and k != "resumed_from_step"}
     if result.eval_loss_before and result.eval_loss_after:
         metrics["eval_ppl_after"] = math.exp(min(result.eval_loss_after, 50))
     atomic_write_json(cfg.tune.metrics_file, metrics)

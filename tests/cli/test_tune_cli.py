@@ -35,3 +35,27 @@ def test_packed_training_run_writes_adapter_manifest_and_loss_curve(tmp_path, ti
     assert manifest["config"]["tune"]["packing"] is True and manifest["packages"]["torch"]
     assert manifest["memory_preflight"]["total_gib"] > 0
     assert len((tmp_path / "loss.csv").read_text().splitlines()) >= 4
+
+
+def test_a_run_without_a_config_file_says_so(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LLMOPS_CONFIG", raising=False)
+    result = runner.invoke(app, ["tune", "--dry-run", "-s", f"model.base={tiny_model}"])
+    assert result.exit_code == 0, result.output
+    assert "no config file loaded" in result.stderr and "built-in defaults" in result.stderr
+    (tmp_path / "llmops.yaml").write_text(f"model:\n  base: {tiny_model}\n")
+    found = runner.invoke(app, ["tune", "--dry-run"])
+    assert found.exit_code == 0 and "no config file loaded" not in found.stderr
+
+
+def test_interrupted_training_hints_the_exact_resume_command(tmp_path, tiny_model, monkeypatch):
+    from llmops_cli.tune import train
+
+    def interrupted(*args, **kwargs):
+        raise train.TrainingInterrupted("training stopped by SIGINT at step 4", hint="placeholder")
+
+    monkeypatch.setattr(train, "run_tune", interrupted)
+    config = project_yaml(tmp_path, tiny_model, write_jsonl(tmp_path / "rows.jsonl", make_rows(10)))
+    result = runner.invoke(app, ["tune", "-c", str(config), "-s", "tune.epochs=1"])
+    assert result.exit_code == 130
+    assert f"llmops tune -c {config} --set tune.epochs=1 --resume" in result.stderr

@@ -76,6 +76,11 @@ def vllm_command(spec: ServeSpec | dict[str, Any], model: ModelSpec, port: int) 
                 "--max-loras", str(v.max_loras)]
         if base.revision:
             cmd += ["--revision", base.revision]
+        # vLLM renders with the base's tokenizer; the tuned adapter carries the template it was trained
+        # with (tune saves it, chosen once in prep), which may differ from the base's or be its only one.
+        template = Path(model.model_dir) / "chat_template.jinja"
+        if template.is_file():
+            cmd += ["--chat-template", str(template)]
     if base.trust_remote_code:
         cmd.append("--trust-remote-code")
     cmd.append("--enable-prefix-caching" if v.enable_prefix_caching else "--no-enable-prefix-caching")

@@ -60,6 +60,15 @@ def test_command_for_an_adapter_passes_every_parameter(tmp_path):
     assert flags["--dtype"] == "bfloat16" and flags["--served-model-name"] == "support"
     assert "--enable-lora" in cmd and "--enable-prefix-caching" in cmd
     assert cmd[-2:] == ["--seed", "7"]
+    assert "--chat-template" not in cmd  # this adapter carries no template: the base's is used
+
+
+def test_an_adapter_that_carries_its_chat_template_is_served_with_it(tmp_path):
+    adapter = _adapter(tmp_path, "v1", rank=8)
+    (adapter / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    spec = _spec(tmp_path, adapter, 9000)
+    cmd = vllm_command(spec, _model(spec), 9001)
+    assert cmd[cmd.index("--chat-template") + 1] == str(adapter / "chat_template.jinja")
 
 
 def test_command_for_a_full_model_has_no_lora_flags(tmp_path):

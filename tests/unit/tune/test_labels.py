@@ -1,6 +1,8 @@
 """The loss must fall on the assistant's answer (and its EOS) only: prove it on a rendered example."""
 
 from llmops_cli.config.loader import load_config
+from llmops_cli.model.loading import load_tokenizer
+from llmops_cli.tune.dataset import TrainingData, _render
 from llmops_cli.tune.train import build_trainer
 
 ROW = {"id": "1", "system": "Classify the ticket.", "prompt": "I was charged twice for my laptop",
@@ -8,9 +10,12 @@ ROW = {"id": "1", "system": "Classify the ticket.", "prompt": "I was charged twi
 
 
 def test_labels_cover_only_the_completion_and_eos(tmp_path, tiny_model):
+    from llmops_cli.prep.render import ChatRenderer
+
     cfg = load_config(None, [f"model.base={tiny_model}", f"tune.output_dir={tmp_path}"])
-    trainer = build_trainer(cfg, [ROW], [])
-    tok = trainer.processing_class
+    tok = load_tokenizer(cfg.model)
+    example = _render(ChatRenderer(tok, tok.chat_template, "tokenizer", str(tiny_model)), ROW)
+    trainer = build_trainer(cfg, TrainingData([example], [], tok.chat_template, "tokenizer", "test"), tok)
     example = trainer.train_dataset[0]
     ids, labels = example["input_ids"], example["labels"]
     trained = [t for t, lab in zip(ids, labels, strict=True) if lab != -100]

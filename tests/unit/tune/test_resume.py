@@ -42,10 +42,27 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(prepared):
     with pytest.raises(TrainingInterrupted, match="--resume"):
         run_tune(cfg, on_progress=interrupt_at_4)
     assert (tmp / "resumed/checkpoints/checkpoint-4").is_dir()
+    # An unrelated earlier run's metrics lying where this run writes its own: resume must not read them.
+    (tmp / "resumed/m.json").write_text('{"eval_loss_before": 123.0, "train_loss": 9.0}')
     resumed = run_tune(cfg, resume=True)
-    assert resumed.steps == straight.steps == 10
+    assert resumed.steps == straight.steps == 10 and resumed.resumed_from_step == 4
     assert resumed.eval_loss_after == pytest.approx(straight.eval_loss_after, rel=1e-5)
+    assert resumed.eval_loss_before == pytest.approx(straight.eval_loss_before, rel=1e-6)  # from the checkpoint
+    assert resumed.train_loss == pytest.approx(straight.train_loss, rel=1e-4)  # all 10 steps, not the last 6
     assert (tmp / "resumed/loss.csv").read_text().startswith("step,loss,eval_loss\n")
+
+
+def test_resume_counts_only_this_calls_tokens_and_the_whole_runs_loss(tmp_path):
+    import json
+
+    from llmops_cli.tune.resume import read_checkpoint
+
+    (tmp_path / "trainer_state.json").write_text(json.dumps({
+        "global_step": 4, "num_input_tokens_seen": 800,
+        "log_history": [{"loss": 2.0, "step": 2}, {"loss": 1.0, "step": 4}, {"eval_loss": 1.5, "step": 4}]}))
+    before = read_checkpoint(tmp_path)
+    assert (before.step, before.loss_sum, before.tokens, before.eval_loss_before) == (4, 6.0, 800, None)
+    assert before.train_loss(10, session_loss=0.5) == pytest.approx((6.0 + 3.0) / 10)
 
 
 def test_resume_without_checkpoint_and_qlora_on_cpu_are_clear_errors(prepared):
