@@ -90,11 +90,19 @@ def _pii(action: str, what: str) -> PiiAction:
 
 class PiiSpec(Section):
     email: PiiAction = _pii("redact", "email addresses")
-    phone: PiiAction = _pii("redact", "phone numbers")
+    phone: PiiAction = _pii(
+        "redact", "phone numbers (grouped national/international, E.164, NANP with or without separators; a bare "
+                  "10-digit number right after order/invoice/ticket/tracking/account/ref is an order number)"
+    )
     credit_card: PiiAction = _pii("redact", "credit card numbers (Luhn-checked)")
     ip: PiiAction = _pii("redact", "IPv4 and IPv6 addresses")
     iban: PiiAction = _pii("redact", "IBANs (mod-97 checked)")
     aws_key: PiiAction = _pii("drop", "AWS access key ids")
+    aws_secret: PiiAction = _pii(
+        "drop", "AWS secret access keys (40 base64 characters after aws_secret_access_key or near a key id)"
+    )
+    slack_token: PiiAction = _pii("drop", "Slack tokens (xoxb-, xoxp-, xoxa-, xoxs-, …)")
+    jwt: PiiAction = _pii("drop", "JSON Web Tokens (eyJ….….…)")
     github_token: PiiAction = _pii("drop", "GitHub tokens (ghp_, github_pat_, …)")
     openai_key: PiiAction = _pii("drop", "OpenAI-style API keys (sk-…)")
     private_key: PiiAction = _pii("drop", "PEM private key blocks")

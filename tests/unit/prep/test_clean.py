@@ -57,3 +57,67 @@ def test_lookalikes_are_not_pii(text):
 
 def test_card_number_counts_once_not_as_phone_too():
     assert find_pii("card 4111-1111-1111-1111, call 020 7946 0958") == {"credit_card": 1, "phone": 1}
+
+
+# Issue #14: phone formats, Slack tokens, JWTs and AWS secret keys, each with look-alikes that must not fire.
+JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2Mj"
+       "M5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.mark.parametrize("text,kind,placeholder", [
+    ("call me on +14155550123 tonight", "phone", "[PHONE]"),              # E.164, no separators
+    ("uk office +442079460958 ok", "phone", "[PHONE]"),
+    ("my number is 4155550123.", "phone", "[PHONE]"),                    # bare 10-digit NANP
+    ("cell: 1-415-555-0123 after 5", "phone", "[PHONE]"),                # NANP with the country code
+    ("ring (415)555-0123 now", "phone", "[PHONE]"),
+    ("bot xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx set", "slack_token", "[SLACK_TOKEN]"),
+    ("user xoxp-1234567890-1234567890-1234567890-0123456789abcdef0123456789abcdef", "slack_token", "[SLACK_TOKEN]"),
+    ("app xoxa-2-1234567890-abcdefABCDEF0123456789 here", "slack_token", "[SLACK_TOKEN]"),
+    ("legacy xoxs-1234567890-1234567890-abcdefabcdef done", "slack_token", "[SLACK_TOKEN]"),
+    (f"Authorization: Bearer {JWT}", "jwt", "[JWT]"),
+    (f"aws_secret_access_key = {AWS_SECRET}", "aws_secret", "[AWS_SECRET]"),
+    (f'{{"SecretAccessKey": "{AWS_SECRET}"}}', "aws_secret", "[AWS_SECRET]"),
+])
+def test_new_detectors_find_and_redact(text, kind, placeholder):
+    assert find_pii(text) == {kind: 1}
+    redacted = redact_pii(text, [kind])
+    assert placeholder in redacted and find_pii(redacted) == {}
+
+
+def test_aws_secret_next_to_its_access_key_id():
+    text = f"creds AKIAIOSFODNN7EXAMPLE {AWS_SECRET} pasted"
+    assert find_pii(text) == {"aws_key": 1, "aws_secret": 1}
+    assert redact_pii(text, ["aws_key", "aws_secret"]) == "creds [AWS_KEY] [AWS_SECRET] pasted"
+    # the secret is found even when the key id was redacted first (the quarantine redacts in passes)
+    assert find_pii(redact_pii(text, ["aws_key"])) == {"aws_secret": 1}
+    # a git SHA next to a key id is not its secret (40 hex characters, no upper case)
+    assert find_pii("AKIAIOSFODNN7EXAMPLE at commit 9fceb02d0ae598e95dc970b74767f19372d61af8") == {"aws_key": 1}
+
+
+@pytest.mark.parametrize("text", [
+    "Please refund the fee for order #28318.",                       # demo order numbers
+    "order 4155550123 never arrived",                                # a 10-digit number called an order number
+    "Order no. 4155550123 / invoice: 4155550123 / tracking #4155550123",
+    "logged at 20261203101500 and ts=1733220000",                    # timestamps
+    "unix time 1733220000123 ms",
+    "request 123e4567-e89b-12d3-a456-426614174000 failed",           # UUID
+    "commit 9fceb02d0ae598e95dc970b74767f19372d61af8 broke it",      # git SHA
+    f"cache blob {AWS_SECRET} without any AWS context",              # 40 base64 chars alone: not a secret
+    "img data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6"
+    "kgAAAABJRU5ErkJggg==",                                          # a base64 blob
+    "upgrade to v4.15.5550123 or 2024.12.03, python 3.11.4",         # version strings
+    "amount $4155550123.00 and 4155550123.45 EUR",                   # amounts
+    "set SLACK_TOKEN=xoxb-your-token-here",                          # docs placeholder, no digits
+    "header eyJhbGciOiJIUzI1NiJ9.e30 only two parts",                # not three segments
+    "eyJfoo.eyJbar.baz is not base64 json",                          # header is not a JSON object
+    "ticket 2125550123 escalated",
+])
+def test_new_lookalikes_are_not_pii(text):
+    assert find_pii(text) == {}
+
+
+def test_phone_still_found_next_to_an_order_number():
+    text = "order #28318: call 4155550123 or +1 415-555-0132"
+    assert find_pii(text) == {"phone": 2}
+    assert redact_pii(text, ["phone"]) == "order #28318: call [PHONE] or [PHONE]"
