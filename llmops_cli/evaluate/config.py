@@ -58,6 +58,11 @@ class EvalSection(Section):
     seed: int = Field(0, description="Seed of the bootstrap.")
     safety: bool = Field(True, description="Run the built-in safety probes and bias pairs on the tuned model.")
     probes_file: str | None = Field(None, description="Extra probes (jsonl: id, kind, prompt, [system, secret]).")
+    safety_max_new_tokens: int | None = Field(
+        None, ge=1, description="Generation budget of the safety probes and bias pairs, independent of "
+                                "max_new_tokens (a leak is only seen once the canary is generated). None: the "
+                                "longest text up to a probe's secret in the model's tokens + 16, at least 64; "
+                                "a value below that canary length is refused.")
     judge: JudgeSpec = Field(default_factory=JudgeSpec, description="LLM-as-judge over an OpenAI-compatible API.")
     prompt_variants: list[PromptVariant] = Field(
         default_factory=list, description="System prompts evaluated side by side on the tuned model."

@@ -96,6 +96,14 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
     tokenizer = load_tokenizer(cfg.model, path=ecfg.adapter)
     prompts = render_prompts(tokenizer, rows)
 
+    def count_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    if ecfg.safety:  # a probe budget too short to show a leak is a config error: refused before any generation
+        from llmops_cli.evaluate.safety import load_probes, safety_budget
+
+        safety_budget(ecfg.safety_max_new_tokens, load_probes(ecfg.probes_file), count_tokens)
+
     def loader(model_dir: str) -> Callable[[], Any]:
         if is_adapter_dir(model_dir):
             return lambda: load_causal_lm(cfg.model, device=device, adapter=model_dir, merge=True)
@@ -112,9 +120,10 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
         if prod_dir:
             candidates["production"] = (loader(prod_dir), prod_dir)
 
-    def hf_answers(model: Any, name: str, convs: list[list[dict[str, str]]]) -> list[str]:
+    def hf_answers(model: Any, name: str, convs: list[list[dict[str, str]]],
+                   max_new_tokens: int | None = None) -> list[str]:
         rendered = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]
-        return generate(model, tokenizer, rendered, ecfg.max_new_tokens, ecfg.batch_size,
+        return generate(model, tokenizer, rendered, max_new_tokens or ecfg.max_new_tokens, ecfg.batch_size,
                         on_batch=(lambda n: on_progress(name, n)) if on_progress else None).texts
 
     models: dict[str, dict[str, Any]] = {}
@@ -144,7 +153,9 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
             if ecfg.safety:
                 from llmops_cli.evaluate.safety import run_safety
 
-                extra["safety"] = run_safety(partial(answer, "safety"), ecfg.probes_file)
+                # The probes' own budget (eval.safety_max_new_tokens or derived), not eval.max_new_tokens.
+                extra["safety"] = run_safety(partial(answer, "safety"), count_tokens, ecfg.probes_file,
+                                             ecfg.safety_max_new_tokens)
             if ecfg.prompt_variants:
                 extra["variants"] = {}
                 for variant in ecfg.prompt_variants:
