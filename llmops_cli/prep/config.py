@@ -109,10 +109,30 @@ class PiiSpec(Section):
 
 
 class NearDupSpec(Section):
-    enabled: bool = Field(True, description="Remove near-duplicates with MinHash LSH (datasketch).")
-    threshold: float = Field(0.8, gt=0, lt=1, description="Estimated Jaccard similarity at which rows are near-dups.")
-    num_perm: int = Field(64, ge=16, le=512, description="MinHash permutations (more: slower, more precise).")
+    enabled: bool = Field(True, description="Remove near-duplicates (MinHash LSH candidates, exact Jaccard check).")
+    threshold: float = Field(
+        0.8, gt=0, lt=1,
+        description="Exact Jaccard similarity of the word n-gram sets at which two rows are near-duplicates.",
+    )
+    num_perm: int = Field(
+        128, ge=16, le=512,
+        description="Most MinHash permutations (LSH bands x rows per band): the banding is chosen within it to "
+                    "reach max_miss with the fewest false candidates; more: slower signatures, fewer candidates.",
+    )
+    max_miss: float = Field(
+        1e-6, gt=0, le=0.01,
+        description="Highest probability that LSH misses a pair at the threshold (pairs above it are missed "
+                    "less often); every candidate is then checked with the exact Jaccard similarity.",
+    )
     ngram: int = Field(3, ge=1, le=10, description="Word n-gram size of the shingles.")
+
+    @model_validator(mode="after")
+    def _banding(self) -> NearDupSpec:
+        if self.enabled:
+            from llmops_cli.prep.neardup import lsh_bands
+
+            lsh_bands(self.threshold, self.max_miss, self.num_perm)  # raises ValueError naming num_perm
+        return self
 
 
 class TokenizeSpec(Section):

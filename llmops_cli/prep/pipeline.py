@@ -189,7 +189,9 @@ class _Run:
         if cfg.near_dup.enabled:
             from llmops_cli.prep.neardup import NearDupIndex
 
-            self.neardup = NearDupIndex(cfg.near_dup.threshold, cfg.near_dup.num_perm, cfg.near_dup.ngram)
+            # the index spools the dedup keys next to the row spool: exact Jaccard re-reads candidates' keys
+            self.neardup = NearDupIndex(cfg.near_dup.threshold, cfg.near_dup.num_perm, cfg.near_dup.ngram,
+                                        max_miss=cfg.near_dup.max_miss, spool_dir=work)
         self._lang_detect: Callable[[str], str] | None = None
         if cfg.language.keep:
             self._lang_detect = _language_detector(cfg.language.seed)
@@ -433,7 +435,10 @@ def _finish(run: _Run, out_dir: Path) -> PrepResult:
                         hint=f"see {out_dir / 'quarantine.jsonl'} for the reason of each row")
 
     split_of = assign_splits(run.buckets, run.labels, cfg.splits)
-    removed = run.neardup.resolve(split_of) if run.neardup is not None else {}
+    removed: dict[int, tuple[int, float]] = {}
+    if run.neardup is not None:
+        removed = run.neardup.resolve(split_of)
+        run.neardup.close()
     near_pairs: Counter[str] = Counter()
 
     kind = run.kind[0] if run.kind else "chat"
