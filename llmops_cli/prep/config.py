@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from llmops_cli.config.base import Section
 
@@ -35,6 +35,24 @@ class SourceSpec(Section):
     max_rows: int | None = Field(
         None, ge=1, description="Keep at most this many rows of the source (a deterministic hash sample)."
     )
+    encoding: str = Field(
+        "utf-8",
+        description="Text encoding of the source's jsonl / json / csv files (a UTF-8 byte-order mark is "
+                    "skipped), e.g. latin-1 or cp1252 for a legacy export; ASCII-compatible encodings only.",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
+        if "\n".encode(value) != b"\n" or "a,".encode(value) != b"a,":  # lines are split as bytes
+            raise ValueError(f"{value} is not ASCII-compatible: re-export the file as UTF-8")
+        return value
 
     @model_validator(mode="after")
     def _one_location(self) -> SourceSpec:

@@ -171,6 +171,7 @@ class _Run:
         self.cfg = cfg
         self.renderer = renderer
         self.tallies: dict[str, _Tally] = defaultdict(_Tally)
+        self.records: Counter[str] = Counter()  # input records per source, as the readers count them
         self.quarantine = quarantine_writer
         self.pii_counts: Counter[str] = Counter()
         self.languages: Counter[str] = Counter()
@@ -362,7 +363,7 @@ def run_prep(cfg: PrepSection, model: ModelSection | None = None,
 
     out_dir = Path(cfg.output_dir)
     # Resolve every source first: a typo in a path fails in a second, before any model is loaded.
-    units = [(spec, source_files(spec.path, spec.hub, spec.split)) for spec in cfg.sources]
+    units = [(spec, source_files(spec.path, spec.hub, spec.split, spec.encoding)) for spec in cfg.sources]
     renderer = _resolve_renderer(cfg, model)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_dir, prefix=".prep-"))
@@ -396,7 +397,7 @@ def _pass_one(run: _Run, units: list[tuple[SourceSpec, list[SourceFile]]],
             if schema is not None:
                 run.check_kind(unit, schema)
                 run.schemas[unit.name] = schema
-            for raw in read_rows(unit, cfg.max_row_bytes):
+            for raw in read_rows(unit, cfg.max_row_bytes, run.records):
                 run.tallies[raw.source].rows_in += 1
                 count += 1
                 if on_row is not None and count % 10000 == 0:
@@ -475,6 +476,11 @@ def _finish(run: _Run, out_dir: Path) -> PrepResult:
             if tally.rows_in != tally.rows_out + sum(tally.quarantined.values()):
                 raise DataError(f"internal error: rows of {source} were not all accounted for",
                                 hint="please report this bug with the prep report")
+        for source in run.records.keys() | run.tallies.keys():  # input records, counted apart from the parse
+            if run.records[source] != run.tallies[source].rows_in:
+                raise DataError(f"internal error: {source} holds {run.records[source]} input records but "
+                                f"{run.tallies[source].rows_in} rows were read",
+                                hint="please report this bug with the prep report and the file's layout")
         for sink in sinks:
             sink.commit()
         run.quarantine.commit()
@@ -512,7 +518,8 @@ def _finish(run: _Run, out_dir: Path) -> PrepResult:
         pii={k: run.pii_counts[k] for k in sorted(run.pii_counts)},
         labels=dict(sorted(labels.items())),
         per_source={
-            src: {"rows_in": t.rows_in, "rows_out": t.rows_out, "quarantined": dict(t.quarantined)}
+            src: {"records_in": run.records[src], "rows_in": t.rows_in, "rows_out": t.rows_out,
+                  "quarantined": dict(t.quarantined)}
             for src, t in sorted(run.tallies.items())
         },
         outputs=outputs,

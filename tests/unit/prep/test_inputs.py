@@ -214,6 +214,7 @@ def test_hub_dataset_is_streamed_when_reachable(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     result = run_prep(_cfg(tmp_path, {"hub": "org/support", "split": "train"}))
     assert calls == [("org/support", "train", True)]
-    assert result.per_source == {"hub:org/support[train]": {"rows_in": 4, "rows_out": 4, "quarantined": {}}}
+    assert result.per_source == {"hub:org/support[train]": {"records_in": 4, "rows_in": 4, "rows_out": 4,
+                                                            "quarantined": {}}}
     with pytest.raises(DataError, match="'private/gone' is not reachable: Dataset 'private/gone' doesn't exist"):
         run_prep(_cfg(tmp_path, {"hub": "private/gone"}))
