@@ -390,7 +390,7 @@ def _pass_one(run: _Run, units: list[tuple[SourceSpec, list[SourceFile]]],
     for spec, files in units:
         sampler = _Sampler(spec, files, cfg.splits.salt, cfg.max_row_bytes)
         names = FieldNames(spec.prompt_field or cfg.fields.prompt, spec.completion_field or cfg.fields.completion,
-                           cfg.fields)
+                           cfg.fields, None if spec.completion_field else cfg.fields.completion_template)
         configured = spec.schema_ or cfg.schema_
         for unit in files:
             schema = None if configured == "auto" else configured
