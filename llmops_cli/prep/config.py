@@ -69,6 +69,12 @@ class FieldMap(Section):
     id: str | None = Field("id", description="Row id field (optional; a content hash is used when absent).")
     prompt: str = Field("prompt", description="Field holding the user prompt (prompt_completion schema).")
     completion: str = Field("completion", description="Field holding the target completion (prompt_completion).")
+    completion_template: str | None = Field(
+        None,
+        description='Build the completion from several input fields instead, e.g. "{category}: {reply}" '
+                    "(plain {field} names only; a row missing one is quarantined naming it). A source's "
+                    "completion_field still takes its completion from that one field.",
+    )
     label: str | None = Field(None, description="Optional label field, reported as a distribution.")
     system: str | None = Field("system", description="Per-row system prompt field, if present.")
     instruction: str = Field("instruction", description="Alpaca: the instruction field.")
@@ -78,6 +84,41 @@ class FieldMap(Section):
         "messages", description="Chat: the list of turns (OpenAI `messages` or ShareGPT `conversations`)."
     )
     text: str = Field("text", description="Raw text for continued pre-training (text schema).")
+
+    @field_validator("completion_template")
+    @classmethod
+    def _template_names_fields(cls, template: str | None) -> str | None:
+        if template is not None:
+            template_fields(template)  # raises ValueError saying what is wrong
+        return template
+
+    @property
+    def template_fields(self) -> list[str]:
+        """The input fields completion_template reads, in order of first use."""
+        return template_fields(self.completion_template) if self.completion_template else []
+
+
+def template_fields(template: str) -> list[str]:
+    """The {field} names of a completion template; ValueError for anything but plain names."""
+    import string
+
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{template!r} is not a valid template ({exc}); write fields as {{name}}") from None
+    names: list[str] = []
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        # Only plain names: an index, attribute, conversion or format spec would read or reshape
+        # something other than the row's field text.
+        if not name.isidentifier() or spec or conversion:
+            raise ValueError(f"{template!r}: use plain field names such as {{category}}, not {{{name}...}}")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise ValueError(f"{template!r} names no field; write fields as {{name}}, e.g. \"{{category}}: {{reply}}\"")
+    return names
 
 
 class SplitSpec(Section):

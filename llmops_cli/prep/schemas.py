@@ -12,10 +12,11 @@ multi-turn conversation as [{"role", "content"}]. Example (text): {"text"}.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from llmops_cli.prep.clean import normalize_text
-from llmops_cli.prep.config import FieldMap
+from llmops_cli.prep.config import FieldMap, template_fields
 
 CHAT_SCHEMAS = ("prompt_completion", "alpaca", "messages", "sharegpt")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -38,6 +39,12 @@ class FieldNames:
     prompt: str
     completion: str
     fields: FieldMap
+    # prep.fields.completion_template, unless the source names its own completion field.
+    template: str | None = None
+
+    @cached_property  # read for every row
+    def template_fields(self) -> list[str]:
+        return template_fields(self.template) if self.template else []
 
 
 def detect_schema(record: dict[str, Any], f: FieldNames) -> str | None:
@@ -46,7 +53,7 @@ def detect_schema(record: dict[str, Any], f: FieldNames) -> str | None:
         turns = record.get(key)
         if isinstance(turns, list) and turns and isinstance(turns[0], dict):
             return "sharegpt" if "from" in turns[0] or "value" in turns[0] else "messages"
-    if f.prompt in record and f.completion in record:
+    if f.prompt in record and all(n in record for n in f.template_fields or [f.completion]):
         return "prompt_completion"
     if f.fields.instruction in record and f.fields.output in record:
         return "alpaca"
@@ -75,6 +82,14 @@ def _nonempty(value: str, name: str) -> str:
     if not value:
         raise Reject("empty", f"{name!r} is empty after cleaning")
     return value
+
+
+def _completion(record: dict[str, Any], f: FieldNames) -> str:
+    if not f.template:
+        return _nonempty(_text(record, f.completion), f.completion)
+    # Each field is cleaned and checked on its own, so a quarantined row names the field at fault.
+    values = {n: _nonempty(_text(record, n), n) for n in f.template_fields}
+    return f.template.format(**values)
 
 
 def _content(value: Any, where: str) -> str:
@@ -118,8 +133,7 @@ def to_example(record: dict[str, Any], schema: str, f: FieldNames) -> dict[str, 
         return {"text": _nonempty(_text(record, f.fields.text), f.fields.text)}
     system = _text(record, f.fields.system, required=False) if f.fields.system else ""
     if schema == "prompt_completion":
-        ex = {"prompt": _nonempty(_text(record, f.prompt), f.prompt),
-              "completion": _nonempty(_text(record, f.completion), f.completion)}
+        ex = {"prompt": _nonempty(_text(record, f.prompt), f.prompt), "completion": _completion(record, f)}
     elif schema == "alpaca":
         instruction = _nonempty(_text(record, f.fields.instruction), f.fields.instruction)
         context = _text(record, f.fields.input, required=False)
