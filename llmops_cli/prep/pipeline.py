@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmops_cli.errors import DataError
-from llmops_cli.prep.clean import dedup_key, find_pii, redact_pii
+from llmops_cli.prep.clean import SECRET_KINDS, dedup_key, find_pii, redact_pii
 from llmops_cli.prep.config import PrepSection, SourceSpec, SplitSpec
-from llmops_cli.prep.readers import RawRow, SourceFile, read_rows, source_files
+from llmops_cli.prep.readers import _RAW_KEEP, RawRow, SourceFile, read_rows, source_files
 from llmops_cli.prep.schemas import (
     FieldNames,
     Reject,
@@ -124,17 +124,32 @@ def _percentiles(values: list[int]) -> dict[str, Any]:
             "mean": round(sum(ordered) / len(ordered), 2)}
 
 
-def _redact_obj(obj: Any) -> Any:
-    """A copy of a record with every PII type redacted (what the quarantine keeps of a PII row)."""
-    from llmops_cli.prep.clean import PII_KINDS
-
+def _redact_obj(obj: Any, kinds: tuple[str, ...]) -> Any:
+    """A copy of a record with the given PII types redacted in every string, field names included."""
     if isinstance(obj, str):
-        return redact_pii(obj, PII_KINDS)
+        return redact_pii(obj, kinds)
     if isinstance(obj, dict):
-        return {k: _redact_obj(v) for k, v in obj.items()}
+        return {_redact_obj(k, kinds): _redact_obj(v, kinds) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_redact_obj(v) for v in obj]
+        return [_redact_obj(v, kinds) for v in obj]
     return obj
+
+
+def _redact_head(head: str, kinds: tuple[str, ...]) -> str:
+    """The raw head of an unparseable or oversized row, redacted. A head cut at _RAW_KEEP characters can end
+    inside an email, a key or a card number, which no detector sees whole: the cut word goes, and the run of
+    digits and separators before it (the first groups of a card number) with it."""
+    if head.endswith("\u2026") or len(head) >= _RAW_KEEP:
+        cut = head.rstrip("\u2026")
+        cut = cut[:max(cut.rfind(" "), cut.rfind("\n"), cut.rfind("\t")) + 1]
+        head = cut.rstrip("0123456789 ().+-\t\n") + "\u2026"
+    return redact_pii(head, kinds)
+
+
+def _pseudonym(value: str, salt: str) -> str:
+    """A stable stand-in for an id that holds PII: ids stay unique and equal across runs, the value is gone.
+    Pseudonymous, not anonymous: whoever knows the salt can test a guessed id against it."""
+    return "pii-" + hashlib.sha256(f"{salt}\0id\0{value}".encode()).hexdigest()[:16]
 
 
 class _Sampler:
@@ -197,12 +212,19 @@ class _Run:
         if cfg.language.keep:
             self._lang_detect = _language_detector(cfg.language.seed)
         self.policy = cfg.pii.model_dump()
+        # The quarantine (a DVC output) keeps what a split would: the types the policy redacts or drops are
+        # redacted, whatever the reason of the row; secrets always are, even under `keep`.
+        self.quarantine_kinds = tuple(k for k, act in self.policy.items() if act != "keep" or k in SECRET_KINDS)
 
     def reject(self, raw: RawRow, reason: str, detail: str = "", row: Any = ...) -> None:
         self.tallies[raw.source].quarantined[reason] += 1
-        kept = (raw.record if raw.record is not None else raw.raw) if row is ... else row
-        self.quarantine.write({"source": raw.source, "line": raw.line, "reason": reason, "detail": detail,
-                               "row": kept})
+        kinds = self.quarantine_kinds
+        if row is ... and raw.record is None and isinstance(raw.raw, str):
+            kept = _redact_head(raw.raw, kinds)
+        else:
+            kept = _redact_obj(raw.record if row is ... else row, kinds)
+        self.quarantine.write({"source": raw.source, "line": raw.line, "reason": reason,
+                               "detail": redact_pii(detail, kinds), "row": kept})
 
     def check_kind(self, unit: SourceFile, schema: str) -> None:
         kind = kind_of(schema)
@@ -237,18 +259,11 @@ class _Run:
             if lang not in (cfg.language.keep or []):
                 self.reject(raw, "language", f"detected {lang!r}, keeping {cfg.language.keep}")
                 return
+        scrubbed = self._scrub(raw, record, ex)
+        if scrubbed is None:
+            return
+        ex, row_id, label = scrubbed
         texts = example_texts(ex)
-        found = find_pii("\n".join(texts))
-        if found:
-            self.pii_counts.update(found)
-            dropped = sorted(k for k in found if self.policy[k] == "drop")
-            if dropped:
-                self.reject(raw, "pii", f"contains {', '.join(dropped)} (policy: drop)", row=_redact_obj(record))
-                return
-            redact = [k for k in found if self.policy[k] == "redact"]
-            if redact:
-                ex = _redact_example(ex, redact)
-                texts = example_texts(ex)
         parts = [dedup_key(t) for t in (texts if "text" in ex else texts[1:])]  # the system prompt is shared
         digest = hashlib.blake2b("\0".join(parts).encode(), digest_size=16).digest()
         key_text = " ".join(parts)
@@ -259,12 +274,8 @@ class _Run:
                 self.reject(raw, "duplicate", f"same as {first}")
                 return
             self.seen[digest] = f"{raw.source}:{raw.line}"
-        ident = record.get(cfg.fields.id) if cfg.fields.id else None
-        row_id = str(ident) if ident not in (None, "") and not isinstance(ident, (dict, list)) else digest.hex()[:16]
-        label = None
-        if cfg.fields.label:
-            value = record.get(cfg.fields.label)
-            label = " ".join(str(value).split()) if value is not None else None
+        if row_id is None:
+            row_id = digest.hex()[:16]
         if cfg.system_prompt and "text" not in ex and not ex.get("system"):
             ex["system"] = cfg.system_prompt
         spooled: dict[str, Any] = {"src": raw.source, "line": raw.line}
@@ -302,6 +313,38 @@ class _Run:
         self.ids.append(row_id)
         if self.neardup is not None:
             self.neardup.add(key_text)
+
+    def _scrub(self, raw: RawRow, record: dict[str, Any],
+               ex: dict[str, Any]) -> tuple[dict[str, Any], str | None, str | None] | None:
+        """PII policy over the example's texts, the id and the label: (example, id, label), or None when the
+        row was quarantined. An id holding PII that is not kept becomes a stable pseudonym (ids must stay
+        unique, and `[EMAIL]` for every such row would not be); a label is redacted like any text."""
+        cfg = self.cfg
+        ident = record.get(cfg.fields.id) if cfg.fields.id else None
+        row_id = str(ident) if ident not in (None, "") and not isinstance(ident, (dict, list)) else None
+        label = None
+        if cfg.fields.label:
+            value = record.get(cfg.fields.label)
+            label = " ".join(str(value).split()) if value is not None else None
+        found = find_pii("\n".join(example_texts(ex)))
+        in_id = find_pii(row_id) if row_id else {}
+        in_label = find_pii(label) if label else {}
+        if not (found or in_id or in_label):
+            return ex, row_id, label
+        for counts in (found, in_id, in_label):
+            self.pii_counts.update(counts)
+        dropped = sorted(k for k in {**found, **in_id, **in_label} if self.policy[k] == "drop")
+        if dropped:
+            self.reject(raw, "pii", f"contains {', '.join(dropped)} (policy: drop)")
+            return None
+        redact = [k for k in found if self.policy[k] == "redact"]
+        if redact:
+            ex = _redact_example(ex, redact)
+        if row_id is not None and any(self.policy[k] == "redact" for k in in_id):
+            row_id = _pseudonym(row_id, cfg.splits.salt)
+        if label is not None and in_label:
+            label = redact_pii(label, [k for k in in_label if self.policy[k] == "redact"])
+        return ex, row_id, label
 
     def spooled(self) -> Iterator[dict[str, Any]]:
         self.spool.close()
