@@ -37,8 +37,10 @@ def tune(
         from llmops_cli.tune.train import TrainingInterrupted, preflight, run_tune
 
         estimate, budget = preflight(cfg, for_training=not dry_run)
+        if estimate.warning:  # an architecture whose sizes cannot be read: no numbers, no check
+            console.warn(estimate.warning)
         rows = [[k.removesuffix("_gib"), f"{v:.2f} GiB" if v >= 1 else f"{v * 1024:.1f} MiB"]
-                for k, v in estimate.to_dict().items() if k.endswith("_gib")]
+                for k, v in estimate.to_dict().items() if k.endswith("_gib") and not estimate.warning]
         console.table("memory pre-flight (estimated peak)", ["part", "size"],
                       [*rows, ["budget", f"{budget:.1f} GiB" if budget else "no GPU visible"]])
         if dry_run:

@@ -88,6 +88,11 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
 
     ecfg = cfg.eval
     rows = read_jsonl(ecfg.data)[: ecfg.limit]
+    if not Path(ecfg.adapter).is_dir():  # else the path is tried as a hub id and the error blames the hub
+        from llmops_cli.errors import DataError
+
+        raise DataError(f"no tuned model at {ecfg.adapter} — run llmops tune first",
+                        hint="`llmops tune` (or `dvc repro tune`) writes it, or point eval.adapter at a model dir")
     # Hashed before any generation: the results are bound to exactly this content (register checks it).
     identity = evaluated_model_identity(ecfg.adapter, cfg.model)
     references = [r["completion"] for r in rows]

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from llmops_cli.config.base import Section
+from llmops_cli.errors import BackendUnavailable, ConfigError
 
 
 class LoraSpec(Section):
@@ -90,3 +91,47 @@ class TuneSection(Section):
         if self.load_best_at_end and self.save_steps and self.save_steps % self.eval_steps:
             raise ValueError("with load_best_at_end, save_steps must be a multiple of eval_steps")
         return self
+
+
+# Checks that need the ML stack run in tune's pre-flight (before any model is loaded), not at config load:
+# importing transformers costs seconds, and `llmops config validate` must stay fast.
+_PIP_NAME = {"azure_ml": "azureml-core", "comet_ml": "comet-ml", "kubeflow": "kfp"}
+
+
+def check_optimizer(name: str) -> None:
+    """tune.optimizer must be one of transformers' OptimizerNames (ConfigError naming the closest ones)."""
+    if name == "adamw_torch":
+        return
+    import difflib
+
+    from transformers.training_args import OptimizerNames
+
+    known = sorted(o.value for o in OptimizerNames)
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        raise ConfigError(
+            f"tune.optimizer: unknown optimizer {name!r}",
+            hint=(f"did you mean {' or '.join(close)}? " if close else "") + "one of: " + ", ".join(known),
+        )
+
+
+def check_report_to(names: list[str], installed_too: bool = True) -> None:
+    """tune.report_to names trackers transformers knows (ConfigError) and, with `installed_too`, that are
+    installed here (BackendUnavailable: the same config is fine on a machine that has them)."""
+    if not names or set(names) <= {"none", "all"}:
+        return
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
+
+    unknown = [n for n in names if n not in INTEGRATION_TO_CALLBACK and n not in ("none", "all")]
+    if unknown:
+        raise ConfigError(f"tune.report_to: unknown tracker {', '.join(map(repr, unknown))}",
+                          hint="one of: " + ", ".join(sorted(INTEGRATION_TO_CALLBACK)))
+    missing = [n for n in names if n in INTEGRATION_TO_CALLBACK and n not in get_available_reporting_integrations()]
+    if installed_too and missing:
+        raise BackendUnavailable(
+            f"tune.report_to: {', '.join(missing)} is not installed",
+            hint=f"pip install {' '.join(_PIP_NAME.get(n, n) for n in missing)}, or remove it from tune.report_to",
+        )

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from llmops_cli.errors import ConfigError
 from llmops_cli.model.config import ModelSection
 from llmops_cli.tune.config import TuneSection
 
@@ -107,13 +108,20 @@ def _meta_model_shapes(config: Any) -> tuple[int, dict[str, tuple[int, int]]] | 
     try:
         import torch
         from transformers import AutoModelForCausalLM
-        from transformers.pytorch_utils import Conv1D
 
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
     except Exception:  # noqa: BLE001 - any config transformers cannot build falls back to the field table
         return None
-    head = model.get_output_embeddings()
+    return sum(p.numel() for p in model.parameters()), linear_layers(model)
+
+
+def linear_layers(model: Any) -> dict[str, tuple[int, int]]:
+    """(in, out) of every linear layer LoRA can adapt, by module name (the output layer left out)."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     linears: dict[str, tuple[int, int]] = {}
     for name, module in model.named_modules():
         if module is head:
@@ -122,7 +130,7 @@ def _meta_model_shapes(config: Any) -> tuple[int, dict[str, tuple[int, int]]] | 
             linears[name] = (module.in_features, module.out_features)
         elif isinstance(module, Conv1D):  # GPT-2's linear layers store the weight as (in, out)
             linears[name] = (int(module.weight.shape[0]), int(module.weight.shape[1]))
-    return sum(p.numel() for p in model.parameters()), linears
+    return linears
 
 
 def _llama_shapes(config: Any, hidden: int, inter: int) -> dict[str, tuple[int, int]]:
@@ -147,6 +155,18 @@ def unmatched_targets(linears: dict[str, tuple[int, int]], targets: list[str] | 
     return [t for t in targets if not any(_matches(name, t) for name in linears)]
 
 
+def check_target_modules(linears: dict[str, tuple[int, int]], targets: list[str] | str) -> None:
+    """ConfigError when tune.lora.target_modules names a module the model does not have (or one that is not
+    a linear layer), with the names it does have."""
+    missing = unmatched_targets(linears, targets)
+    if missing:
+        names = sorted({name.rsplit(".", 1)[-1] for name in linears})
+        raise ConfigError(
+            f"tune.lora.target_modules: {', '.join(map(repr, missing))} names no linear layer of the model",
+            hint=f"use all-linear or some of: {', '.join(names)}",
+        )
+
+
 def estimate(config: Any, tune: TuneSection, dtype_bytes: int = 2) -> MemoryEstimate:
     """Peak memory of one training step for `tune` on a model with this transformers config
     (an estimate with a warning and no sizes when the architecture cannot be read)."""
@@ -155,6 +175,8 @@ def estimate(config: Any, tune: TuneSection, dtype_bytes: int = 2) -> MemoryEsti
         arch = describe(config)
     except CannotEstimate as exc:
         return MemoryEstimate.unknown(str(exc), tokens)
+    if tune.method != "full" and arch.basis == "meta-device model":  # the fallback's layer names are guessed
+        check_target_modules(arch.linears, tune.lora.target_modules)
     layers, hidden, vocab, inter = arch.layers, arch.hidden, arch.vocab, arch.intermediate
     total = arch.total_params
     linear_params = sum(i * o for i, o in arch.linears.values())
@@ -210,10 +232,28 @@ def estimate_for(model: ModelSection, tune: TuneSection, device: str) -> MemoryE
     """Load only the base model's config (no weights) and estimate."""
     from transformers import AutoConfig
 
-    from llmops_cli.model.loading import _hub_kwargs
+    from llmops_cli.model.loading import _hub_kwargs, _not_found, check_source
 
-    config = AutoConfig.from_pretrained(model.base, **_hub_kwargs(model))
+    check_source(model.base, model.revision)
+    try:
+        config: Any = AutoConfig.from_pretrained(model.base, **_hub_kwargs(model))
+    except OSError as exc:
+        raise _not_found(model.base, exc) from None
+    except (ValueError, KeyError):  # a model_type this transformers does not know: read config.json's fields
+        config = _raw_config(model.base)
     return estimate(config, tune, dtype_bytes=4 if device == "cpu" and tune.precision in ("auto", "fp32") else 2)
+
+
+def _raw_config(base: str) -> Any:
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    try:
+        fields = json.loads((Path(base) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        fields = {}
+    return SimpleNamespace(**fields) if isinstance(fields, dict) else SimpleNamespace()
 
 
 def gpu_budget_gib(tune: TuneSection) -> float | None:

@@ -128,6 +128,10 @@ def build_trainer(cfg: ProjectConfig, data: TrainingData, tokenizer: Any,
     model.train()
     peft_config = None
     if tcfg.method in ("lora", "qlora"):
+        from llmops_cli.tune.memory import check_target_modules, linear_layers
+
+        # The pre-flight checked the model built from its config; this covers architectures it could not build.
+        check_target_modules(linear_layers(model), tcfg.lora.target_modules)
         peft_config = LoraConfig(
             r=tcfg.lora.r,
             lora_alpha=tcfg.lora.alpha,
@@ -243,15 +247,20 @@ def preflight(cfg: ProjectConfig, for_training: bool = True) -> tuple[MemoryEsti
     """Estimate peak memory from the model config alone; refuse when it will not fit the GPU.
     `for_training=False` (--dry-run) estimates even where the method cannot run, e.g. QLoRA on a laptop."""
     from llmops_cli.model.loading import default_device
+    from llmops_cli.tune.config import check_optimizer, check_report_to
 
     device = default_device()
     if for_training:
         check_method_supported(cfg.tune, device)
     else:
         device = "cuda" if cfg.tune.method == "qlora" else device  # estimate what a GPU run would need
-    est = estimate_for(cfg.model, cfg.tune, device)
+    # Config mistakes the Trainer would only find after loading the model, each as one error with its fix;
+    # trackers need to be installed only where training runs.
+    check_optimizer(cfg.tune.optimizer)
+    check_report_to(cfg.tune.report_to, installed_too=for_training)
+    est = estimate_for(cfg.model, cfg.tune, device)  # also checks tune.lora.target_modules against the model
     budget = gpu_budget_gib(cfg.tune) if device == "cuda" or cfg.tune.gpu_memory_gib else None
-    if budget is not None and est.total_gib > budget * 0.95:
+    if budget is not None and est.warning is None and est.total_gib > budget * 0.95:
         raise BackendUnavailable(
             f"estimated peak memory {est.total_gib:.1f} GiB exceeds the {budget:.1f} GiB available",
             hint="enable tune.gradient_checkpointing, lower tune.batch_size or tune.max_seq_length, "
