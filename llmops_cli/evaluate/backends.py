@@ -76,7 +76,10 @@ class EndpointClient:
             list(pool.map(one, range(len(conversations))))
         ok = [r for r in results if r is not None]
         gens = Generations([r[0].strip() if r else "" for r in results], time.perf_counter() - started,
-                           sum(len(r[0].split()) for r in ok), [r[1] for r in ok], [r[2] for r in ok])
+                           sum(len(r[0].split()) for r in ok), [r[1] for r in ok], [r[2] for r in ok],
+                           latency_measure=f"endpoint: request sent to the last byte of its answer "
+                                           f"({'streamed' if stream else 'not streamed'}, up to "
+                                           f"{max(1, concurrency)} in flight; successful requests)")
         gens.failures = len(results) - len(ok)  # type: ignore[attr-defined]
         return gens
 
@@ -119,9 +122,16 @@ def vllm_generate(vllm_cfg: Any, base: Any, runs: dict[str, str | None], prompt_
                "engine": _engine_kwargs(vllm_cfg, base, weights, info.device,
                                         vllm_lora_rank(max(ranks), vllm_cfg.max_lora_rank) if ranks else None)}
         out = _run_offline(python, job, info.device, vllm_cfg, log_path)
-        for name, run in out["runs"].items():
-            results[name] = Generations(run["texts"], run["seconds"], run["new_tokens"], run["latencies"])
+        results.update({name: offline_generations(run) for name, run in out["runs"].items()})
     return results
+
+
+def offline_generations(run: dict[str, Any]) -> Generations:
+    """One run of vllm_offline.py's output; per-request latencies stay absent (empty, so latency_p50_ms
+    is null) when vLLM gave none, rather than being filled with the batch's time."""
+    return Generations(run["texts"], run["seconds"], run["new_tokens"], run.get("latencies") or [],
+                       run.get("ttft") or [], latency_measure=run.get("latency_measure")
+                       or "absent: no per-request timings from vLLM")
 
 
 def _engine_kwargs(vllm_cfg: Any, base: Any, weights: str, device: str, lora_rank: int | None) -> dict[str, Any]:
@@ -129,8 +139,9 @@ def _engine_kwargs(vllm_cfg: Any, base: Any, weights: str, device: str, lora_ran
     from llmops_cli.serving.vllm_env import engine_options, resolve_dtype
 
     kwargs = engine_options(vllm_cfg.model_dump(), device, resolve_dtype(vllm_cfg.dtype, base.dtype, weights))
+    # disable_log_stats=False: vLLM attaches per-request timestamps (RequestOutput.metrics) only with stats on.
     kwargs.update(seed=0, trust_remote_code=base.trust_remote_code,
-                  enable_prefix_caching=vllm_cfg.enable_prefix_caching)
+                  enable_prefix_caching=vllm_cfg.enable_prefix_caching, disable_log_stats=False)
     if base.revision and weights == base.base:
         kwargs["revision"] = base.revision
     if lora_rank:

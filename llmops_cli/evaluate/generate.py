@@ -15,8 +15,9 @@ class Generations:
     texts: list[str]
     seconds: float
     new_tokens: int
-    latencies: list[float] = field(default_factory=list)  # per example (a batch's time for each of its rows)
-    ttft: list[float] = field(default_factory=list)  # streaming endpoints only
+    latencies: list[float] = field(default_factory=list)  # per example; what it measures: latency_measure
+    ttft: list[float] = field(default_factory=list)  # streaming endpoints and vLLM only
+    latency_measure: str = "hf in-process: batch start to the row's last generated token"
 
 
 def render_prompts(tokenizer: Any, rows: list[dict[str, Any]]) -> list[str]:
@@ -33,8 +34,11 @@ def generate(
     batch_size: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> Generations:
-    """Greedy completions for already-rendered prompts; stops at the tokenizer's EOS."""
+    """Greedy completions for already-rendered prompts; stops at the tokenizer's EOS. A row's latency is
+    the time from its batch's start to the step that produced its last token (its EOS, or the last step
+    when max_new_tokens cut it): what that request would have waited, not the whole batch's wall time."""
     import torch
+    from transformers import StoppingCriteriaList
 
     tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
     texts: list[str] = []
@@ -45,6 +49,7 @@ def generate(
         batch = prompts[i : i + batch_size]
         batch_started = time.perf_counter()
         enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        steps = _StepClock()
         with torch.inference_mode():
             out = model.generate(
                 **enc,
@@ -52,19 +57,43 @@ def generate(
                 do_sample=False,
                 eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id,
+                stopping_criteria=StoppingCriteriaList([steps]),
             )
+        batch_done = time.perf_counter()
         gen = out[:, enc["input_ids"].shape[1] :]
         for row in gen:
             ids = row.tolist()
+            # Step k produced token k: a row ends at its EOS, else at the last step the batch ran.
+            last_step = ids.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in ids else len(ids)
             if tokenizer.eos_token_id in ids:
                 ids = ids[: ids.index(tokenizer.eos_token_id)]
             ids = [t for t in ids if t != tokenizer.pad_token_id]
             new_tokens += len(ids)
             texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
-        latencies += [time.perf_counter() - batch_started] * len(batch)
+            latencies.append(steps.at(last_step, batch_done) - batch_started)
         if on_batch:
             on_batch(len(batch))
     return Generations(texts, time.perf_counter() - started, new_tokens, latencies)
+
+
+class _StepClock:
+    """A stopping criterion that never stops: transformers calls it once per decoding step, right after
+    the step's token is appended, so it records when each step's tokens existed."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: Any, scores: Any, **_kwargs: Any) -> Any:
+        import torch
+
+        if input_ids.is_cuda:  # kernels run ahead of Python: wait for this step's token to really exist
+            torch.cuda.synchronize(input_ids.device)
+        self.times.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def at(self, step: int, fallback: float) -> float:
+        """When step `step` (1-based) finished; `fallback` when it was not observed (no steps at all)."""
+        return self.times[min(step, len(self.times)) - 1] if self.times and step > 0 else fallback
 
 
 def reference_perplexity(model: Any, tokenizer: Any, prompts: list[str], references: list[str]) -> float:

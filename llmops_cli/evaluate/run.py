@@ -59,7 +59,8 @@ class EvalResult:
 def _score(gens: Generations, references: list[str]) -> dict[str, Any]:
     metrics: dict[str, Any] = {**aggregate(gens.texts, references), **text_metrics(gens.texts, references)}
     metrics["macro_f1"] = label_report(gens.texts, references)["macro_f1"]
-    metrics.update(percentiles_ms(gens.latencies))
+    metrics.update(percentiles_ms(gens.latencies))  # per request; null when the backend gave no timings
+    metrics["latency_measure"] = gens.latency_measure
     metrics["seconds"] = round(gens.seconds, 3)
     metrics["tokens_per_second"] = round(gens.new_tokens / max(gens.seconds, 1e-9), 1)
     if gens.ttft:
