@@ -52,7 +52,7 @@ IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"
 AWS_KEY = re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b")
 # An AWS secret access key is 40 base64 characters with nothing to tell it apart from any other blob, so
 # it only counts in context: after aws_secret_access_key / SecretAccessKey, or near an access key id.
-AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")  # "=" ends a blob (padding)
 _AWS_SECRET_LABEL = re.compile(r"(?:secret_?access_?key|aws_?secret(?:_?key)?)[\"']?\s*[:=]?\s*[\"']?$", re.IGNORECASE)
 _AWS_KEY_ID_NEAR = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b|\[AWS_KEY\]")
 _AWS_NEAR_CHARS = 200

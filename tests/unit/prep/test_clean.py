@@ -77,6 +77,7 @@ AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
     ("legacy xoxs-1234567890-1234567890-abcdefabcdef done", "slack_token", "[SLACK_TOKEN]"),
     (f"Authorization: Bearer {JWT}", "jwt", "[JWT]"),
     (f"aws_secret_access_key = {AWS_SECRET}", "aws_secret", "[AWS_SECRET]"),
+    (f"export AWS_SECRET_ACCESS_KEY={AWS_SECRET}", "aws_secret", "[AWS_SECRET]"),
     (f'{{"SecretAccessKey": "{AWS_SECRET}"}}', "aws_secret", "[AWS_SECRET]"),
 ])
 def test_new_detectors_find_and_redact(text, kind, placeholder):
