@@ -124,12 +124,13 @@ def read_rows(source: SourceFile | Path, max_row_bytes: int = 1_000_000,
         source = SourceFile(format_suffix(source)[0].lstrip("."), str(source))
     path = Path(source.location)
     counts: Counter[str] = records if records is not None else Counter()
+    codec = _codec(source.encoding)
     if source.kind == "jsonl":
-        yield from _read_jsonl(path, source.encoding, max_row_bytes, counts)
+        yield from _read_jsonl(path, codec, max_row_bytes, counts)
     elif source.kind == "json":
-        yield from _read_json(path, source.encoding, max_row_bytes, counts)
+        yield from _read_json(path, codec, max_row_bytes, counts)
     elif source.kind == "csv":
-        yield from _read_csv(path, source.encoding, max_row_bytes, counts)
+        yield from _read_csv(path, codec, max_row_bytes, counts)
     elif source.kind == "parquet":
         yield from _read_parquet(path, max_row_bytes, counts)
     elif source.kind == "hf_disk":
@@ -168,40 +169,40 @@ def _unreadable(path: Path, exc: Exception) -> DataError:
                      hint="check that the file is complete and that its suffix matches its compression")
 
 
-def _is_utf8(encoding: str) -> bool:
-    return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+def _codec(encoding: str) -> str:
+    """The codec's canonical name; every UTF-8 spelling is "utf-8" (a BOM is stripped separately)."""
+    name = codecs.lookup(encoding).name
+    return "utf-8" if name in ("utf-8", "utf-8-sig") else name
 
 
 def _physical_lines(path: Path, encoding: str) -> Iterator[tuple[int, int, bytes]]:
     """(1-based line number, byte offset, bytes) of every physical line; a UTF-8 BOM is dropped."""
-    offset = 0
+    errors: tuple[type[BaseException], ...] = (OSError, EOFError)  # bad gzip / bz2 data
     with _open_binary(path) as fh:
-        lines = iter(fh)
-        number = 0
-        while True:
-            try:
-                raw = next(lines)
-            except StopIteration:
+        if format_suffix(path)[1] == ".zst":
+            import zstandard  # present: _open_binary checked
+
+            errors += (zstandard.ZstdError,)
+        try:
+            first = fh.readline()
+            if not first:
                 return
-            except (OSError, EOFError, ValueError) as exc:  # bad gzip / bz2 data (zstd raises ZstdError)
-                raise _unreadable(path, exc) from None
-            except Exception as exc:  # noqa: BLE001 - zstandard.ZstdError has no common base to name
-                if type(exc).__module__.startswith("zstandard"):
-                    raise _unreadable(path, exc) from None
-                raise
-            number += 1
-            if number == 1:
-                raw, offset = _strip_bom(path, raw, encoding)
-            yield number, offset, raw
-            offset += len(raw)
+            first, offset = _strip_bom(path, first, encoding)
+            yield 1, offset, first
+            offset += len(first)
+            for number, raw in enumerate(fh, start=2):
+                yield number, offset, raw
+                offset += len(raw)
+        except errors as exc:
+            raise _unreadable(path, exc) from None
 
 
 def _strip_bom(path: Path, first: bytes, encoding: str) -> tuple[bytes, int]:
     """The first line without a UTF-8 byte-order mark (what Excel writes first), and its byte offset."""
-    if first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and _is_utf8(encoding):
+    if first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and encoding == "utf-8":
         raise DataError(f"{path}: the file is UTF-16 (it starts with a UTF-16 byte-order mark)",
                         hint="re-export it as UTF-8 (in Excel: CSV UTF-8)")
-    if first.startswith(_BOM) and _is_utf8(encoding):
+    if first.startswith(_BOM) and encoding == "utf-8":
         return first[len(_BOM):], len(_BOM)
     return first, 0
 
@@ -209,19 +210,18 @@ def _strip_bom(path: Path, first: bytes, encoding: str) -> tuple[bytes, int]:
 def _decode(raw: bytes, encoding: str, name: str, line: int, offset: int) -> tuple[str, str | None]:
     """(text, problem): on a decoding problem the text has replacement characters and the problem
     says where, what the file probably is, and what to do."""
-    codec = "utf-8" if _is_utf8(encoding) else encoding
     try:
-        return raw.decode(codec), None
+        return raw.decode(encoding), None
     except UnicodeDecodeError as exc:
         where = f"{name} line {line}, byte {offset + exc.start}"
-        if codec != "utf-8":
+        if encoding != "utf-8":
             problem = f"not valid {encoding} at {where}: check prep.sources[].encoding"
         else:
             guess = _guess_encoding(raw)
             problem = (f"invalid UTF-8 at {where} ({raw[exc.start:exc.start + 4]!r}); the file looks like "
                        f"{guess}: re-export as UTF-8 or set the source's encoding: {guess} "
                        "(prep.sources[].encoding)")
-        return raw.decode(codec, "replace"), problem
+        return raw.decode(encoding, "replace"), problem
 
 
 def _guess_encoding(raw: bytes) -> str:
@@ -274,7 +274,7 @@ def _read_json(path: Path, encoding: str, max_row_bytes: int, records: Counter[s
         raise _unreadable(path, exc) from None
     raw, offset = _strip_bom(path, raw, encoding)
     try:
-        text = raw.decode("utf-8" if _is_utf8(encoding) else encoding)
+        text = raw.decode(encoding)
     except UnicodeDecodeError as exc:  # one document: it cannot be read around a bad byte
         start = raw.rfind(b"\n", 0, exc.start) + 1
         _, problem = _decode(raw[start:exc.end], encoding, str(path), raw.count(b"\n", 0, start) + 1,
@@ -303,7 +303,7 @@ def _read_json(path: Path, encoding: str, max_row_bytes: int, records: Counter[s
         yield RawRow(str(path), number, obj)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Line:
     number: int
     text: str
@@ -311,7 +311,7 @@ class _Line:
     problem: str | None  # a decoding problem, with its hint
 
 
-@dataclass
+@dataclass(slots=True)
 class _Record:
     """The physical lines of one CSV record (only the first when it is oversized or broken)."""
 
@@ -320,33 +320,60 @@ class _Record:
     last: int
     size: int
     broken: str | None = None  # why the record was cut off at its first line
+    parsed: list[str] | None = None  # the cells, when framing a one-line record already parsed it
 
 
-def _ends_in_quote(text: str, in_quote: bool) -> bool:
-    """Whether a quoted field is still open at the end of this physical line, by the csv module's
-    rules: a quote opens a field only at the field's start, and "" inside a quoted field is a quote."""
-    i = 0
-    while (j := text.find('"', i)) >= 0:
-        if in_quote:
-            if text.startswith('"', j + 1):
-                i = j + 2
-                continue
-            in_quote = False
-        elif j == 0 or text[j - 1] == ",":
-            in_quote = True
-        i = j + 1
-    return in_quote
+class _CsvParser:
+    """One long-lived strict csv.reader fed record by record (building a reader per record costs more
+    than parsing the record), so that framing and parsing follow the csv module's own quoting rules."""
 
+    def __init__(self) -> None:
+        self.queue: deque[str] = deque()
+        self.reader = csv.reader(self, strict=True)
 
-def _full_record(text: str, width: int) -> bool:
-    """A line that is a complete record on its own: no open quote and exactly `width` cells."""
-    if _ends_in_quote(text, False):
+    def __iter__(self) -> _CsvParser:
+        return self
+
+    def __next__(self) -> str:
+        if not self.queue:
+            raise StopIteration
+        return self.queue.popleft()
+
+    def cells(self, texts: list[str]) -> list[str] | None:
+        """The cells of the record made of these lines, or None when they hold more than one record.
+        Raises csv.Error (an open quote at the end raises "unexpected end of data")."""
+        self.queue.extend(texts)
+        try:
+            cells = next(self.reader, None)
+        finally:
+            extra = bool(self.queue)
+            self.queue.clear()
+        return None if extra else cells
+
+    def attempt(self, texts: list[str]) -> tuple[list[str] | None, bool]:
+        """(cells or None on a parse error, whether a quoted field is still open at the end)."""
+        try:
+            return self.cells(texts), False
+        except csv.Error as exc:
+            return None, "unexpected end of data" in str(exc)
+
+    def ends_in_quote(self, text: str, in_quote: bool) -> bool:
+        """Whether a quoted field is still open at the end of this physical line (a quote opens a field
+        only at its start; "" inside one is a quote): the line is parsed, after a quote when it
+        continues a quoted field, and only an end inside the quote reads "unexpected end of data"."""
+        try:
+            self.cells(['"' + text if in_quote else text])
+        except csv.Error as exc:
+            return "unexpected end of data" in str(exc)
         return False
-    try:
-        cells = next(csv.reader([text], strict=True), [])
-    except csv.Error:
-        return False
-    return len(cells) == width
+
+    def full_record(self, text: str, width: int) -> bool:
+        """A line that is a complete record on its own: no open quote and exactly `width` cells."""
+        try:
+            cells = self.cells([text])
+        except csv.Error:
+            return False
+        return cells is not None and len(cells) == width
 
 
 class _CsvFramer:
@@ -360,6 +387,7 @@ class _CsvFramer:
         self.limit = max_row_bytes
         self.width = 0  # cells of the header, once read (the heuristic needs at least two)
         self.pending: deque[_Line] = deque()
+        self.parser = _CsvParser()
 
     def _next(self) -> _Line | None:
         return self.pending.popleft() if self.pending else next(self.lines, None)
@@ -376,14 +404,25 @@ class _CsvFramer:
         return _Record([first], first.number, first.number, first.size, "makes the record unparseable")
 
     def _record(self, first: _Line) -> _Record:
+        if '"' not in first.text:  # the common case: a one-line record
+            return _Record([first], first.number, first.number, first.size)
+        parsed, in_quote = self.parser.attempt([first.text])
+        if not in_quote:
+            return _Record([first], first.number, first.number, first.size, parsed=parsed)
         group, size, last, oversized = [first], first.size, first, False
-        in_quote = _ends_in_quote(first.text, False)
         while in_quote:
             line = self._next()
             if line is None:
                 return self._broken(group, last, size, oversized, "runs to the end of the file")
-            in_quote = _ends_in_quote(line.text, True)
-            if in_quote and self.width >= 2 and _full_record(line.text, self.width):
+            if '"' not in line.text:  # no quote can close the field; without quotes a record splits at commas
+                full = self.width >= 2 and line.text.count(",") == self.width - 1
+            else:
+                if oversized:
+                    in_quote = self.parser.ends_in_quote(line.text, True)
+                else:  # parse the record so far: where it closes, this is its parse
+                    parsed, in_quote = self.parser.attempt([*(g.text for g in group), line.text])
+                full = in_quote and self.width >= 2 and self.parser.full_record(line.text, self.width)
+            if full:
                 self.pending.appendleft(line)
                 return self._broken(group, last, size, oversized, f"runs into line {line.number}, a record of its own")
             size += line.size
@@ -393,7 +432,7 @@ class _CsvFramer:
                 if size > self.limit:  # keep scanning to its end, but stop holding its lines
                     oversized = True
                     del group[1:]
-        return _Record(group, first.number, last.number, size)
+        return _Record(group, first.number, last.number, size, parsed=None if oversized else parsed)
 
     def _broken(self, group: list[_Line], last: _Line, size: int, oversized: bool, why: str) -> _Record:
         first = group[0]
@@ -405,8 +444,12 @@ class _CsvFramer:
 
 def _text_lines(path: Path, encoding: str) -> Iterator[_Line]:
     for number, offset, raw in _physical_lines(path, encoding):
-        text, problem = _decode(raw, encoding, str(path), number, offset)
-        yield _Line(number, text, len(raw), problem)
+        try:
+            line = _Line(number, raw.decode(encoding), len(raw), None)
+        except UnicodeDecodeError:
+            text, problem = _decode(raw, encoding, str(path), number, offset)
+            line = _Line(number, text, len(raw), problem)
+        yield line
 
 
 def _read_csv(path: Path, encoding: str, max_row_bytes: int, records: Counter[str]) -> Iterator[RawRow]:
@@ -419,29 +462,41 @@ def _read_csv(path: Path, encoding: str, max_row_bytes: int, records: Counter[st
     header: list[str] | None = None
     for record in framer.records():
         if header is None:
-            header = _csv_header(path, record)
+            header = _csv_header(path, record, framer.parser)
             framer.width = len(header)
             continue
         records[name] += 1  # counted where the record starts, whatever the parse makes of it
-        row = _csv_row(name, record, header, max_row_bytes)
+        row = _csv_row(name, record, header, max_row_bytes, framer.parser)
         if row.error and row.reason == "unparseable" and len(record.lines) > 1 and "unparseable CSV" in row.error:
-            row = _csv_row(name, framer.again(record), header, max_row_bytes)
+            row = _csv_row(name, framer.again(record), header, max_row_bytes, framer.parser)
         yield row
 
 
-def _csv_header(path: Path, record: _Record) -> list[str]:
+def _csv_header(path: Path, record: _Record, parser: _CsvParser) -> list[str]:
     problem = next((line.problem for line in record.lines if line.problem), None)
     if problem:
         raise DataError(f"unreadable CSV header: {problem}", hint="re-export the file as UTF-8")
     if record.broken or len(record.lines) != record.last - record.first + 1:
         raise DataError(f"{path}: unreadable CSV header (an unclosed quote, lines {record.first}-{record.last})")
     try:
-        return next(csv.reader([line.text for line in record.lines], strict=True))
+        cells = parser.cells([line.text for line in record.lines])
     except csv.Error as exc:
         raise DataError(f"{path}: unreadable CSV header ({exc})") from None
+    if cells is None:
+        raise DataError(f"{path}: unreadable CSV header (lines {record.first}-{record.last})")
+    return cells
 
 
-def _csv_row(name: str, record: _Record, header: list[str], max_row_bytes: int) -> RawRow:
+def _csv_row(name: str, record: _Record, header: list[str], max_row_bytes: int, parser: _CsvParser) -> RawRow:
+    line = record.lines[0]
+    if record.broken is None and record.size <= max_row_bytes and all(g.problem is None for g in record.lines):
+        found = record.parsed
+        if found is None and len(record.lines) == 1:
+            text = line.text.rstrip("\r\n")
+            found = text.split(",") if '"' not in text and "\r" not in text else None  # no quoting: exact
+        if found is not None and len(found) <= len(header):
+            values: list[str | None] = [*found, *[None] * (len(header) - len(found))]
+            return RawRow(name, record.first, dict(zip(header, values, strict=True)))
     span = f"lines {record.first}-{record.last}"
     text = "".join(line.text for line in record.lines)
     if record.broken:
@@ -454,12 +509,12 @@ def _csv_row(name: str, record: _Record, header: list[str], max_row_bytes: int) 
     if problem:
         return RawRow(name, record.first, None, problem, text[:_RAW_KEEP])
     try:
-        rows = list(csv.reader([line.text for line in record.lines], strict=True))
+        parsed = parser.cells([line.text for line in record.lines])
     except csv.Error as exc:
         return RawRow(name, record.first, None, f"unparseable CSV row ({span}): {exc}", text[:_RAW_KEEP])
-    if len(rows) != 1 or len(rows[0]) > len(header):
+    if parsed is None or len(parsed) > len(header):
         return RawRow(name, record.first, None, f"CSV row has more cells than the header ({span})", text[:_RAW_KEEP])
-    cells: list[str | None] = [*rows[0], *[None] * (len(header) - len(rows[0]))]  # short rows: None, as DictReader
+    cells: list[str | None] = [*parsed, *[None] * (len(header) - len(parsed))]  # short rows: None, as DictReader
     return RawRow(name, record.first, dict(zip(header, cells, strict=True)))
 
 

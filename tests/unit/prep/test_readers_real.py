@@ -199,3 +199,18 @@ def test_csv_line_numbers_are_the_physical_first_line_of_the_record(tmp_path):
     path.write_text('question,answer,tag\nq1,"a\nb",t\n\nq2,x,t,extra\nq3,"broken "quote,t\n')
     rows = list(read_rows(path))
     assert [(r.line, bool(r.error)) for r in rows] == [(2, False), (5, True), (6, True)]
+
+
+def test_reconciliation_counts_input_records_apart_from_the_rows_read(tmp_path, monkeypatch):
+    from llmops_cli.prep import pipeline
+
+    path = tmp_path / "a.csv"
+    path.write_text(_csv())
+    real = pipeline.read_rows
+
+    def swallowing(unit, max_row_bytes, records=None):  # a parser that loses a record, as issue #14's did
+        return (row for row in real(unit, max_row_bytes, records) if row.line != 5)
+
+    monkeypatch.setattr(pipeline, "read_rows", swallowing)
+    with pytest.raises(DataError, match="10 input records but 9 rows were read"):
+        run_prep(_cfg(tmp_path, path))
