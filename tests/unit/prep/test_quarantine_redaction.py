@@ -121,3 +121,19 @@ def _parquet_rows(path: Path) -> list[dict]:
     import pyarrow.parquet as pq
 
     return pq.read_table(path).to_pylist()
+
+
+def test_an_id_holding_a_secret_drops_the_row_and_a_pseudonym_is_stable(tmp_path):
+    rows = [*make_rows(30), {"id": f"key-{AWS}", "message": "my parcel never came, please help", "category": "x"},
+            {"id": "bob@example.com", "message": "the app crashes when I log in today", "category": "technical"}]
+    source = write_jsonl(tmp_path / "raw.jsonl", rows)
+    result = run_prep(_cfg(tmp_path, source))
+    quarantine = [json.loads(line) for line in Path(result.outputs["quarantine"]).read_text().splitlines()]
+    assert [(q["reason"], q["row"]["id"]) for q in quarantine] == [("pii", "key-[AWS_KEY]")]
+    assert result.pii == {"aws_key": 1, "email": 1}
+    kept = "".join(Path(result.outputs[name]).read_text() for name in ("train", "validation", "test"))
+    first = [json.loads(line)["id"] for line in kept.splitlines() if "crashes when I log in" in line]
+    assert len(first) == 1 and first[0].startswith("pii-") and "bob@" not in kept
+    other_salt = run_prep(_cfg(tmp_path, source, splits={"salt": "another"}))
+    kept = "".join(Path(other_salt.outputs[name]).read_text() for name in ("train", "validation", "test"))
+    assert first[0] not in kept  # the pseudonym is keyed by the salt
