@@ -136,7 +136,7 @@ def read_rows(source: SourceFile | Path, max_row_bytes: int = 1_000_000,
     elif source.kind == "hf_disk":
         yield from _read_saved(source, max_row_bytes, counts)
     elif source.kind == "hub":
-        yield from _read_hub(source, counts)
+        yield from _read_hub(source, max_row_bytes, counts)
     else:
         raise DataError(f"unsupported source kind {source.kind!r}: {source.location}")
 
@@ -320,7 +320,7 @@ class _Record:
     last: int
     size: int
     broken: str | None = None  # why the record was cut off at its first line
-    parsed: list[str] | None = None  # the cells, when framing a one-line record already parsed it
+    parsed: list[str] | None = None  # the cells, when framing already parsed the whole record
 
 
 class _CsvParser:
@@ -603,7 +603,7 @@ def _read_saved(source: SourceFile, max_row_bytes: int, records: Counter[str]) -
         yield from _iter_arrow(name, ds.with_format("arrow").iter(batch_size=_BATCH), max_row_bytes)
 
 
-def _read_hub(source: SourceFile, records: Counter[str]) -> Iterator[RawRow]:
+def _read_hub(source: SourceFile, max_row_bytes: int, records: Counter[str]) -> Iterator[RawRow]:
     import os
 
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
@@ -622,8 +622,28 @@ def _read_hub(source: SourceFile, records: Counter[str]) -> Iterator[RawRow]:
         return
     number = 1
     records[source.name] += 1  # a stream has no independent count: each row is a record
-    yield RawRow(source.name, number, dict(first))
+    yield _sized_row(source.name, number, dict(first), max_row_bytes)
     for obj in rows:
         number += 1
         records[source.name] += 1
-        yield RawRow(source.name, number, dict(obj))
+        yield _sized_row(source.name, number, dict(obj), max_row_bytes)
+
+
+def _sized_row(name: str, number: int, obj: dict[str, Any], max_row_bytes: int) -> RawRow:
+    """A row of Python values, quarantined as `too_large` over max_row_bytes (a character count
+    screens; only a suspect is serialised to measure it)."""
+    if _chars(obj) * 4 > max_row_bytes:  # UTF-8 takes at most 4 bytes a character
+        size = len(json.dumps(obj, ensure_ascii=False, default=str).encode("utf-8", "replace"))
+        if size > max_row_bytes:
+            return _too_large(name, number, size, max_row_bytes, json.dumps(_clip(obj), default=str))
+    return RawRow(name, number, obj)
+
+
+def _chars(obj: Any) -> int:
+    if isinstance(obj, (str, bytes)):
+        return len(obj)
+    if isinstance(obj, dict):
+        return sum(len(str(k)) + _chars(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return sum(_chars(v) for v in obj)
+    return 8

@@ -214,3 +214,16 @@ def test_reconciliation_counts_input_records_apart_from_the_rows_read(tmp_path, 
     monkeypatch.setattr(pipeline, "read_rows", swallowing)
     with pytest.raises(DataError, match="10 input records but 9 rows were read"):
         run_prep(_cfg(tmp_path, path))
+
+
+def test_a_huge_hub_row_is_quarantined_without_being_copied(tmp_path, monkeypatch):
+    import datasets
+
+    rows = [{"question": q, "answer": a, "tag": t} for q, a, t in TICKETS]
+    rows[1]["answer"] = "w" * (2 * 2**20)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, split, streaming: iter(rows))
+    result = run_prep(_cfg(tmp_path, {"hub": "org/tickets"}))
+    assert result.reasons == {"too_large": 1} and sum(result.splits.values()) == 9
+    assert Path(result.outputs["quarantine"]).stat().st_size < 10_000
