@@ -14,7 +14,8 @@ Schema = Literal["auto", "prompt_completion", "alpaca", "messages", "sharegpt", 
 class SourceSpec(Section):
     path: str | None = Field(
         None,
-        description="A jsonl, json, csv or parquet file, a glob of them, or a Hugging Face save_to_disk directory.",
+        description="A jsonl, json, csv or parquet file (the text formats also .gz, .bz2 or .zst compressed), "
+                    "a glob of them, or a Hugging Face save_to_disk directory.",
     )
     hub: str | None = Field(
         None, description="A Hugging Face hub dataset id (owner/name), read when the hub is reachable."
