@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from llmops_cli.model.config import ModelSection
 
 NAMED_TEMPLATES = {"chatml": "templates/chatml.jinja"}
+CHECK_ROWS = 64  # rows of each conversation shape rendered both ways (fast and exact) and compared
 
 
 def template_sha256(template: str) -> str:
@@ -87,6 +88,14 @@ class ChatRenderer:
         if self.eos_id is None:
             raise ConfigError(f"tokenizer {tokenizer_source!r} has no EOS token",
                               hint="use a tokenizer that defines eos_token")
+        from llmops_cli.prep.fast_render import ChatFormats, FastEncoder
+
+        # Fast paths (format strings, cached BPE pieces), each checked against the exact path on the first
+        # rows of every conversation shape; one disagreement turns the fast path off for the run.
+        self._formats = ChatFormats(template, dict(tok.special_tokens_map), self._has_generation_markers)
+        self._encoder = FastEncoder.create(tok)
+        self._fast = True
+        self._checks: dict[tuple[str, ...], int] = {}
 
     def info(self) -> dict[str, Any]:
         """What the report and the tokenization cache record about the rendering."""
@@ -101,6 +110,48 @@ class ChatRenderer:
 
     def render_chat(self, messages: list[dict[str, str]]) -> Rendered:
         """Token ids and trainable mask of a conversation whose last turn is the assistant's answer."""
+        if not self._fast:
+            return self._render_chat_exact(messages)
+        shape = tuple(str(m.get("role")) for m in messages)
+        checked = self._checks.get(shape, 0)
+        if checked < CHECK_ROWS:  # the first rows of each shape: render both ways and compare
+            self._checks[shape] = checked + 1
+            exact = self._render_chat_exact(messages)
+            fast = self._render_chat_fast(messages)
+            if fast is not None and (fast.input_ids, fast.mask) != (exact.input_ids, exact.mask):
+                self._fast = False
+            return exact
+        return self._render_chat_fast(messages) or self._render_chat_exact(messages)
+
+    def _encode(self, text: str) -> tuple[list[int], list[int]]:
+        """(ids, end offset of each token) as `tok(text, add_special_tokens=False)` gives them."""
+        fast = self._encoder.encode(text) if self._encoder is not None else None
+        if fast is not None:
+            return fast
+        out = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(out["input_ids"]), [end for _, end in out["offset_mapping"]]
+
+    def _render_chat_fast(self, messages: list[dict[str, str]]) -> Rendered | None:
+        """The same Rendered as `_render_chat_exact`, or None where the fast path does not apply."""
+        from llmops_cli.prep.fast_render import span_mask
+
+        full = self._formats.render(messages)
+        if full is None:
+            return None
+        ids, ends = self._encode(full[0])
+        if self._has_generation_markers:
+            mask = span_mask(ends, full[1])
+        else:
+            prompt = self._formats.render(messages[:-1], add_generation_prompt=True)
+            if prompt is None:
+                return None
+            prefix = self._encode(prompt[0])[0]
+            if ids[: len(prefix)] != prefix:
+                return None  # the exact path raises its error
+            mask = [0] * len(prefix) + [1] * (len(ids) - len(prefix))
+        return Rendered(ids, mask, self._answer_ends_with_eos(ids, mask))
+
+    def _render_chat_exact(self, messages: list[dict[str, str]]) -> Rendered:
         if self._has_generation_markers:
             out = self.tok.apply_chat_template(messages, chat_template=self.template, tokenize=True,
                                                return_dict=True, return_assistant_tokens_mask=True)
@@ -120,7 +171,16 @@ class ChatRenderer:
 
     def render_text(self, text: str) -> Rendered:
         """Continued pre-training: the whole text is trainable, and EOS closes the document."""
-        ids = list(self.tok(text, add_special_tokens=False)["input_ids"]) + [self.eos_id]
+        fast = self._encoder.encode(text) if self._encoder is not None and self._fast else None
+        checked = self._checks.get(("text",), 0)
+        if fast is None or checked < CHECK_ROWS:
+            exact = list(self.tok(text, add_special_tokens=False)["input_ids"])
+            if fast is not None:
+                self._checks[("text",)] = checked + 1
+                self._fast = self._fast and fast[0] == exact
+            ids = exact + [self.eos_id]
+        else:
+            ids = fast[0] + [self.eos_id]
         return Rendered(ids, [1] * len(ids), True)
 
     def _answer_ends_with_eos(self, ids: list[int], mask: list[int]) -> bool:
