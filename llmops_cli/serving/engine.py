@@ -91,8 +91,38 @@ class TransformersEngine:
         return list(prompt) if isinstance(prompt, list) else self.tokenizer(prompt, add_special_tokens=False)[
             "input_ids"]
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        if tools:  # only then: a template without tool support must render exactly as it always has
+            return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    @property
+    def supports_tools(self) -> bool:
+        from llmops_cli.serving.tools import supports_tools
+
+        return supports_tools(getattr(self.tokenizer, "chat_template", None))
+
+    def likeliest(self, prompt: str, continuations: list[str]) -> int:
+        """Index of the continuation of `prompt` the model finds likeliest (the sum of its tokens' log-
+        probabilities, i.e. the probability of the whole string); used to pick the tool of tool_choice
+        "required". Texts are tokenized whole, so a token that spans prompt and continuation counts."""
+        import torch
+
+        rows = [self.prompt_ids(prompt + c) for c in continuations]
+        shared = 0  # tokens every candidate starts with: their probability is the same for all
+        while all(len(r) > shared + 1 for r in rows) and len({r[shared] for r in rows}) == 1:
+            shared += 1
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long, device=self.model.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long,
+                            device=self.model.device)
+        with self._lock, torch.inference_mode():
+            logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+        logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(2, ids[:, 1:, None])[..., 0]
+        first = max(shared, 1)  # the very first token has no prediction to score
+        scores = [float(logprobs[i, first - 1: len(r) - 1].sum()) for i, r in enumerate(rows)]
+        return max(range(len(rows)), key=scores.__getitem__)
 
     @staticmethod
     def _seed(sampling: dict[str, Any] | None) -> None:

@@ -110,8 +110,6 @@ class CompletionRequest(_Sampling):
 TRANSFORMERS_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "logit_bias": (None, {}),
     "response_format": (None, {"type": "text"}),
-    "tools": (None, []),
-    "tool_choice": (None, "none"),
     "echo": (None, False),
     "suffix": (None, ""),
 }
@@ -119,7 +117,7 @@ TRANSFORMERS_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
 TRANSFORMERS_SUPPORTED = frozenset({
     "model", "messages", "prompt", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "stop",
     "stream", "stream_options", "seed", "n", "user", "presence_penalty", "frequency_penalty", "logprobs",
-    "top_logprobs",
+    "top_logprobs", "tools", "tool_choice",  # tools: checked against the model's template (serving/tools.py)
 })
 
 

@@ -66,7 +66,13 @@ class TransformersBackend(Backend):
     def refusal(self, body: dict[str, Any]) -> str | None:
         from llmops_cli.serving.openai_schema import transformers_refusal
 
-        return transformers_refusal(body)
+        refused = transformers_refusal(body)
+        engine = self.engine
+        if refused is None and (body.get("tools") or body.get("tool_choice")) and engine is not None and engine.ready:
+            from llmops_cli.serving.tools import plan
+
+            plan(body, engine.supports_tools)  # ApiError 400 naming tools or tool_choice
+        return refused
 
     async def handle(self, kind: str, body: dict[str, Any], request_id: str) -> Reply:
         from starlette.concurrency import run_in_threadpool
@@ -74,7 +80,12 @@ class TransformersBackend(Backend):
         engine = self.engine  # pinned for the whole request: a reload swaps the attribute, not this engine
         if engine is None or not engine.ready:
             raise ApiError(503, "model is still loading", "server_error", "not_ready")
-        prompts = self._prompts(engine, kind, body)
+        from llmops_cli.serving.tools import ToolPlan, plan
+
+        tool_plan = plan(body, engine.supports_tools) if kind == "chat" else ToolPlan()
+        prompts = self._prompts(engine, kind, body, tool_plan.tools)
+        if tool_plan.mode == "forced":
+            prompts = [await self._forced_prompt(engine, str(prompts[0]), tool_plan)]
         max_tokens = (body.get("max_completion_tokens") or body.get("max_tokens") or self.spec.max_new_tokens)
         # Tokenized once, here: the length checks, usage and generation all use these ids.
         prompt_ids = [await run_in_threadpool(engine.prompt_ids, p) for p in prompts]
@@ -90,6 +101,9 @@ class TransformersBackend(Backend):
         response_id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{request_id}"
         served = self.spec.model_name
         if body.get("stream"):
+            if tool_plan.parses:
+                return self._tool_stream(engine, prompt_ids[0], max_tokens, sampling, stops, response_id, served,
+                                         tool_plan)
             return self._stream(engine, kind, prompt_ids[0], max_tokens, sampling, stops, response_id, served)
         # Every choice is queued at once so that they share a batch; a seed makes the first sample of each
         # prompt reproducible, the others sample on.
@@ -97,25 +111,27 @@ class TransformersBackend(Backend):
             engine.complete(ids, max_tokens, sampling if i == 0 else {**sampling, "seed": None}, stops)
             for ids in prompt_ids for i in range(body.get("n") or 1)))
         if kind == "chat":
-            choices = [{"index": i, "message": {"role": "assistant", "content": r.text},
-                        "logprobs": _chat_logprobs(r.logprobs), "finish_reason": r.finish_reason}
-                       for i, r in enumerate(results)]
+            choices = [_chat_choice(i, r, tool_plan) for i, r in enumerate(results)]
         else:
             choices = [{"index": i, "text": r.text, "logprobs": _completion_logprobs(r.logprobs),
                         "finish_reason": r.finish_reason} for i, r in enumerate(results)]
         usage = {"prompt_tokens": sum(counts), "completion_tokens": sum(r.completion_tokens for r in results)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        meta = {"response_id": response_id, **usage, "finish_reason": results[0].finish_reason, "text": results[0].text}
+        meta = {"response_id": response_id, **usage, "finish_reason": choices[0]["finish_reason"],
+                "text": tool_plan.prefix() + results[0].text}
         return Reply(200, {"id": response_id, "object": "chat.completion" if kind == "chat" else "text_completion",
                            "created": int(time.time()), "model": served, "choices": choices, "usage": usage},
                      meta=meta)
 
     @staticmethod
-    def _prompts(engine: Any, kind: str, body: dict[str, Any]) -> list[str | list[int]]:
+    def _prompts(engine: Any, kind: str, body: dict[str, Any],
+                 tools: list[dict[str, Any]] | None = None) -> list[str | list[int]]:
         """The prompts to answer: the rendered chat, or completions' string / strings / token ids."""
         if kind == "chat":
+            from llmops_cli.serving.tools import template_messages
+
             try:
-                return [engine.render_chat(body["messages"])]
+                return [engine.render_chat(template_messages(body["messages"]), tools)]
             except Exception as exc:  # noqa: BLE001 - a template that cannot render these messages
                 raise ApiError(400, f"the model's chat template cannot render these messages "
                                     f"({type(exc).__name__}: {str(exc)[:200]})", code="invalid_messages") from None
@@ -125,6 +141,20 @@ class TransformersBackend(Backend):
         if all(isinstance(p, int) for p in prompt):
             return [prompt]  # one prompt as token ids
         return list(prompt)
+
+    @staticmethod
+    async def _forced_prompt(engine: Any, prompt: str, tool_plan: Any) -> str:
+        """The prompt followed by the start of a call (tool_choice required or named); for "required" with
+        several tools, the tool is the one whose call the model finds likeliest."""
+        from starlette.concurrency import run_in_threadpool
+
+        from llmops_cli.serving.tools import ToolPlan
+
+        if tool_plan.name is None:
+            names = tool_plan.names
+            candidates = [ToolPlan(mode="forced", name=n).prefix() for n in names]
+            tool_plan.name = names[await run_in_threadpool(engine.likeliest, prompt, candidates)]
+        return prompt + tool_plan.prefix()
 
     def _check_length(self, engine: Any, prompt_tokens: int, max_tokens: int) -> None:
         limit = self.spec.max_prompt_tokens
@@ -138,6 +168,49 @@ class TransformersBackend(Backend):
                                 f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} "
                                 "in the completion). Please reduce the length of the messages or completion.",
                            code="context_length_exceeded")
+
+    def _tool_stream(self, engine: Any, prompt_ids: list[int], max_tokens: int, sampling: dict[str, Any],
+                     stops: list[str], response_id: str, served: str, tool_plan: Any) -> Reply:
+        """A chat stream with tools in play: the generation is buffered (a <tool_call> block can only be
+        parsed whole), then sent as OpenAI's content and tool-call deltas, then the finish reason."""
+        from llmops_cli.serving.tools import answer, stream_deltas
+
+        meta: dict[str, Any] = {"response_id": response_id}
+        created = int(time.time())
+
+        def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            chunk = {"id": response_id, "object": "chat.completion.chunk", "created": created, "model": served,
+                     "choices": choices, **extra}
+            return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            state: dict[str, Any] = {}
+            pieces: list[str] = []
+            scanner = StopScanner(stops)
+            stream = engine.stream(prompt_ids, max_tokens, sampling, state)
+            try:
+                async for piece in stream:
+                    pieces += scanner.feed(piece)
+                    if scanner.stopped:
+                        break
+                pieces += scanner.flush()
+                finished = state.get("finish_reason") is not None or scanner.stopped
+            finally:
+                await stream.aclose()
+            text = "".join(pieces).strip()
+            finish = "stop" if scanner.stopped else state.get("finish_reason")
+            content, calls, finish = answer(tool_plan, text, finish) if finished else (text, [], None)
+            meta.update(prompt_tokens=state.get("prompt_tokens"), completion_tokens=state.get("completion_tokens"),
+                        finish_reason=finish, text=tool_plan.prefix() + text, error=state.get("error"))
+            for delta in stream_deltas(content, calls):
+                yield event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+            yield event([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}])
+            usage = {"prompt_tokens": meta["prompt_tokens"], "completion_tokens": meta["completion_tokens"],
+                     "total_tokens": (meta["prompt_tokens"] or 0) + (meta["completion_tokens"] or 0)}
+            yield event([], usage=usage)
+            yield b"data: [DONE]\n\n"
+
+        return Reply(200, chunks=chunks(), meta=meta)
 
     def _stream(self, engine: Any, kind: str, prompt_ids: list[int], max_tokens: int, sampling: dict[str, Any],
                 stops: list[str], response_id: str, served: str) -> Reply:
@@ -184,6 +257,16 @@ class TransformersBackend(Backend):
             yield b"data: [DONE]\n\n"
 
         return Reply(200, chunks=chunks(), meta=meta)
+
+
+def _chat_choice(index: int, result: Any, tool_plan: Any) -> dict[str, Any]:
+    from llmops_cli.serving.tools import answer
+
+    content, calls, finish = answer(tool_plan, result.text, result.finish_reason)
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = calls
+    return {"index": index, "message": message, "logprobs": _chat_logprobs(result.logprobs), "finish_reason": finish}
 
 
 def _logprobs_wanted(kind: str, body: dict[str, Any]) -> int | None:

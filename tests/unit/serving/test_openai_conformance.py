@@ -73,7 +73,6 @@ def test_completion_logprobs_and_penalties(client):
 @pytest.mark.parametrize("params,param", [
     ({"logprobs": True, "stream": True}, "logprobs"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
     ({"logit_bias": {"5": 10}}, "logit_bias"),
     ({"n": 2, "stream": True}, "n"),
 ])
