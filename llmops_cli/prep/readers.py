@@ -26,6 +26,7 @@ from llmops_cli.errors import DataError
 SUPPORTED = (".jsonl", ".json", ".csv", ".parquet")
 COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}  # text formats only: parquet compresses itself
 _BOM = codecs.BOM_UTF8
+_REPARSE_LINES = 8  # a CSV record up to this many lines is parsed whole as it is framed
 _SMALL_COLUMN = 65_536  # an arrow column this small counts whole towards each row's size bound
 _BATCH = 2048
 _RAW_KEEP = 2000  # characters of an unparseable row kept in the quarantine file (a 50 MB row is not copied)
@@ -417,7 +418,7 @@ class _CsvFramer:
             if '"' not in line.text:  # no quote can close the field; without quotes a record splits at commas
                 full = self.width >= 2 and line.text.count(",") == self.width - 1
             else:
-                if oversized:
+                if oversized or len(group) > _REPARSE_LINES:  # re-parsing a long record per line is quadratic
                     in_quote = self.parser.ends_in_quote(line.text, True)
                 else:  # parse the record so far: where it closes, this is its parse
                     parsed, in_quote = self.parser.attempt([*(g.text for g in group), line.text])
