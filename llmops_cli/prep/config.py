@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from llmops_cli.config.base import Section
 
@@ -215,6 +215,15 @@ class TokenizeSpec(Section):
         True, description="Fail when a rendered example does not end its answer with the tokenizer's EOS token."
     )
 
+    @field_validator("max_tokens")
+    @classmethod
+    def _max_not_below_min(cls, value: int | None, info: ValidationInfo) -> int | None:
+        low = info.data.get("min_tokens")
+        if value is not None and low is not None and low > value:
+            raise ValueError(f"prep.tokenize.min_tokens ({low}) is above prep.tokenize.max_tokens ({value}): every "
+                             "row would be quarantined; lower min_tokens or raise max_tokens")
+        return value
+
 
 class LanguageSpec(Section):
     keep: list[str] | None = Field(
@@ -222,6 +231,14 @@ class LanguageSpec(Section):
     )
     min_chars: int = Field(20, ge=0, description="Rows shorter than this are not language-checked (too noisy).")
     seed: int = Field(0, description="langdetect seed, so that detection is deterministic.")
+
+    @field_validator("keep")
+    @classmethod
+    def _some_language(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list keeps no row: list the languages to keep (e.g. [en]); "
+                             "null turns the language filter off")
+        return value
 
 
 class PrepSection(Section):
@@ -238,6 +255,27 @@ class PrepSection(Section):
     system_prompt: str | None = Field(None, description="System prompt put before every example.")
     min_chars: int = Field(1, ge=0, description="Rows whose prompt is shorter (after cleaning) are quarantined.")
     max_chars: int = Field(8000, ge=1, description="Rows whose prompt is longer are quarantined.")
+
+    @field_validator("sources")
+    @classmethod
+    def _some_distinct_sources(cls, value: list[SourceSpec]) -> list[SourceSpec]:
+        if not value:
+            raise ValueError("no sources: list at least one input (e.g. `- path: data/raw/*.jsonl`)")
+        seen: set[str] = set()
+        for spec in value:
+            if spec.name in seen:  # its rows would all be quarantined as duplicates of the first listing
+                raise ValueError(f"{spec.name} is listed twice: remove one of the entries")
+            seen.add(spec.name)
+        return value
+
+    @field_validator("max_chars")
+    @classmethod
+    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_chars")
+        if low is not None and low > value:
+            raise ValueError(f"prep.min_chars ({low}) is above prep.max_chars ({value}): every row would be "
+                             "quarantined; lower min_chars or raise max_chars")
+        return value
     max_row_bytes: int = Field(
         1_000_000, ge=1, description="Rows larger than this (raw bytes) are quarantined unparsed as `too_large`."
     )
