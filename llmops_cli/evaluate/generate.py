@@ -63,14 +63,12 @@ def generate(
         gen = out[:, enc["input_ids"].shape[1] :]
         for row in gen:
             ids = row.tolist()
-            # Step k produced token k: a row ends at its EOS, else at the last step the batch ran.
-            last_step = ids.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in ids else len(ids)
-            if tokenizer.eos_token_id in ids:
-                ids = ids[: ids.index(tokenizer.eos_token_id)]
-            ids = [t for t in ids if t != tokenizer.pad_token_id]
+            end = ids.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in ids else len(ids)
+            # Step k produced token k: a row ends at its EOS (step end + 1), else at the batch's last step.
+            latencies.append(steps.at(min(end + 1, len(ids)), batch_done) - batch_started)
+            ids = [t for t in ids[:end] if t != tokenizer.pad_token_id]
             new_tokens += len(ids)
             texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
-            latencies.append(steps.at(last_step, batch_done) - batch_started)
         if on_batch:
             on_batch(len(batch))
     return Generations(texts, time.perf_counter() - started, new_tokens, latencies)
