@@ -244,15 +244,17 @@ def _too_large(name: str, number: int, size: int, limit: int, head: str) -> RawR
 def _read_jsonl(path: Path, encoding: str, max_row_bytes: int, records: Counter[str]) -> Iterator[RawRow]:
     name = str(path)
     for number, offset, raw_bytes in _physical_lines(path, encoding):
-        if not raw_bytes.strip():
+        if raw_bytes.isspace() or not raw_bytes:
             continue  # blank lines are not rows
         records[name] += 1  # one record per non-blank line, whatever the parse below makes of it
         if len(raw_bytes) > max_row_bytes:
             yield _too_large(name, number, len(raw_bytes), max_row_bytes,
                              raw_bytes[:_RAW_KEEP].decode("utf-8", "replace"))
             continue
-        text, problem = _decode(raw_bytes, encoding, name, number, offset)
-        if problem:
+        try:
+            text = raw_bytes.decode(encoding)
+        except UnicodeDecodeError:
+            text, problem = _decode(raw_bytes, encoding, name, number, offset)
             yield RawRow(name, number, None, problem, text[:_RAW_KEEP])
             continue
         try:
