@@ -16,7 +16,7 @@ class Generations:
     seconds: float
     new_tokens: int
     latencies: list[float] = field(default_factory=list)  # per example; what it measures: latency_measure
-    ttft: list[float] = field(default_factory=list)  # streaming endpoints and vLLM only
+    ttft: list[float] = field(default_factory=list)  # per example: time to its first generated token
     latency_measure: str = "hf in-process: batch start to the row's last generated token"
 
 
@@ -45,6 +45,7 @@ def generate(
     new_tokens = 0
     started = time.perf_counter()
     latencies: list[float] = []
+    ttft: list[float] = []
     for i in range(0, len(prompts), batch_size):
         batch = prompts[i : i + batch_size]
         batch_started = time.perf_counter()
@@ -66,12 +67,13 @@ def generate(
             end = ids.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in ids else len(ids)
             # Step k produced token k: a row ends at its EOS (step end + 1), else at the batch's last step.
             latencies.append(steps.at(min(end + 1, len(ids)), batch_done) - batch_started)
+            ttft.append(steps.at(1, batch_done) - batch_started)  # the first step gives every row its first token
             ids = [t for t in ids[:end] if t != tokenizer.pad_token_id]
             new_tokens += len(ids)
             texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
         if on_batch:
             on_batch(len(batch))
-    return Generations(texts, time.perf_counter() - started, new_tokens, latencies)
+    return Generations(texts, time.perf_counter() - started, new_tokens, latencies, ttft)
 
 
 class _StepClock:

@@ -61,6 +61,7 @@ def test_rows_of_one_batch_get_the_time_to_their_own_last_token(tokenizer):
     for n, latency in zip(lengths, gens.latencies, strict=True):
         assert latency >= n * STEP_S
     assert max(gens.latencies) <= gens.seconds
+    assert len(set(gens.ttft)) == 1 and gens.ttft[0] <= min(gens.latencies)  # one first step for the batch
     assert gens.texts[1] == "" and gens.new_tokens == sum(lengths) - len(lengths)  # EOS is not text
 
 
