@@ -255,7 +255,7 @@ def _read_jsonl(path: Path, encoding: str, max_row_bytes: int, records: Counter[
             text = raw_bytes.decode(encoding)
         except UnicodeDecodeError:
             text, problem = _decode(raw_bytes, encoding, name, number, offset)
-            yield RawRow(name, number, None, problem, text[:_RAW_KEEP])
+            yield RawRow(name, number, None, problem, text[:_RAW_KEEP], reason="encoding")
             continue
         try:
             obj = json.loads(text)
@@ -510,7 +510,7 @@ def _csv_row(name: str, record: _Record, header: list[str], max_row_bytes: int, 
                       f"({span})", text[:_RAW_KEEP] + "…", reason="too_large")
     problem = next((line.problem for line in record.lines if line.problem), None)
     if problem:
-        return RawRow(name, record.first, None, problem, text[:_RAW_KEEP])
+        return RawRow(name, record.first, None, problem, text[:_RAW_KEEP], reason="encoding")
     try:
         parsed = parser.cells([line.text for line in record.lines])
     except csv.Error as exc:

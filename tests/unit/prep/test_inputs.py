@@ -169,7 +169,7 @@ def test_invalid_utf8_and_broken_csv_quote_are_quarantined(tmp_path):
                         'too,many,cells,here\nlast good row,returns\n')
     result = run_prep(_cfg(tmp_path, jsonl, csv_path))
     _balanced(result)
-    assert result.reasons == {"unparseable": 3}
+    assert result.reasons == {"unparseable": 2, "encoding": 1}
     details = [json.loads(line)["detail"] for line in Path(result.outputs["quarantine"]).read_text().splitlines()]
     assert any("invalid UTF-8" in d for d in details) and any("more cells" in d for d in details)
     assert {r["prompt"] for r in _kept(result)} == {"valid row here ok", "fine message text", "last good row"}
@@ -193,7 +193,7 @@ def test_invalid_utf8_inside_a_csv_spoils_only_its_row(tmp_path):
     path = tmp_path / "a.csv"
     path.write_bytes(b"prompt,completion\nfirst fine row,a\nbad \xff\xfe row,b\nthird fine row,c\n")
     result = run_prep(_cfg(tmp_path, path))
-    assert result.reasons == {"unparseable": 1}
+    assert result.reasons == {"encoding": 1}
     assert {r["prompt"] for r in _kept(result)} == {"first fine row", "third fine row"}
     assert "invalid UTF-8" in Path(result.outputs["quarantine"]).read_text()
 

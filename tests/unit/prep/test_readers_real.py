@@ -68,8 +68,9 @@ def test_latin1_input_gets_an_encoding_hint_and_reads_with_the_encoding_option(t
     path.write_bytes(text(rows).encode("latin-1"))
     with pytest.raises(DataError):  # every row is quarantined ...
         run_prep(_cfg(tmp_path, path))
-    details = [json.loads(line)["detail"] for line in (tmp_path / "out/quarantine.jsonl").read_text().splitlines()]
-    assert len(details) == 5
+    quarantined = [json.loads(line) for line in (tmp_path / "out/quarantine.jsonl").read_text().splitlines()]
+    assert [q["reason"] for q in quarantined] == ["encoding"] * 5  # the summary's reasons table says so
+    details = [q["detail"] for q in quarantined]
     first = details[0]  # ... and each says where, why and what to do
     line = 2 if name.endswith(".csv") else 1
     assert str(path) in first and "byte" in first and f"line {line}" in first
