@@ -68,6 +68,7 @@ class Architecture:
     total_params: int
     linears: dict[str, tuple[int, int]]  # every linear layer LoRA can adapt (module name -> (in, out)), not lm_head
     basis: str
+    activation: str = ""  # the MLP's activation function, as the config names it
 
 
 class CannotEstimate(ValueError):
@@ -92,15 +93,18 @@ def describe(config: Any) -> Architecture:
     if hidden is None or layers is None or vocab is None:
         raise CannotEstimate(model_type)
     intermediate = _field(text, "intermediate") or 4 * hidden  # GPT-2's n_inner=None means 4 * n_embd
+    activation = next((str(v) for k in ("hidden_act", "activation_function", "hidden_activation")
+                       if (v := getattr(text, k, None))), "")
     built = _meta_model_shapes(config)
     if built is not None:
         total, linears = built
-        return Architecture(model_type, hidden, layers, intermediate, vocab, total, linears, "meta-device model")
+        return Architecture(model_type, hidden, layers, intermediate, vocab, total, linears, "meta-device model",
+                            activation)
     linears = {f"layers.{i}.{name}": shape for i in range(layers)
                for name, shape in _llama_shapes(text, hidden, intermediate).items()}
     tied = getattr(text, "tie_word_embeddings", None) or getattr(config, "tie_word_embeddings", False)
     total = sum(i * o for i, o in linears.values()) + vocab * hidden * (1 if tied else 2) + layers * 2 * hidden + hidden
-    return Architecture(model_type, hidden, layers, intermediate, vocab, total, linears, "config fields")
+    return Architecture(model_type, hidden, layers, intermediate, vocab, total, linears, "config fields", activation)
 
 
 def _meta_model_shapes(config: Any) -> tuple[int, dict[str, tuple[int, int]]] | None:
@@ -209,6 +213,10 @@ def estimate(config: Any, tune: TuneSection, dtype_bytes: int = 2) -> MemoryEsti
     # SDPA/flash attention keeps no S x S matrix. Calibrated on the reference figures in
     # ../shared/gpu/README.md (1.04B Llama, LoRA r=16, 8 x 1024 tokens: 19.4 GiB, 6.2 GiB with checkpointing).
     per_layer_token = dtype_bytes * (10 * hidden + 5 * inter)
+    if arch.activation == "gelu_new":
+        # GPT-2's tanh GELU is composed of eight elementwise ops in Python, not one kernel: measured on CPU
+        # (tests/unit/tune/test_memory.py) it keeps three more intermediate-size tensors per token and layer.
+        per_layer_token += dtype_bytes * 3 * inter
     if tune.gradient_checkpointing:
         activations = tokens * (layers * dtype_bytes * hidden + per_layer_token)
     else:
