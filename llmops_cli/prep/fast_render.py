@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -62,7 +62,17 @@ class FastEncoder:
         longest_first = sorted(added, key=len, reverse=True)  # the tokenizer matches leftmost-longest
         self._special = re.compile("(" + "|".join(map(re.escape, longest_first)) + ")") if added else None
         self._table = str.maketrans({chr(b): c for b, c in _byte_map().items() if b < 128})
-        self._cache: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        # piece -> its token ids / their lengths in chars; added tokens are pieces of their own
+        self._ids: dict[str, tuple[int, ...]] = {}
+        self._lens: dict[str, tuple[int, ...]] = {}
+        self._reset_cache()
+
+    def _reset_cache(self) -> None:
+        self._ids.clear()
+        self._lens.clear()
+        for content, token_id in self.added.items():
+            self._ids[content] = (token_id,)
+            self._lens[content] = (len(content),)
 
     @classmethod
     def create(cls, tok: PreTrainedTokenizerBase) -> FastEncoder | None:
@@ -99,30 +109,33 @@ class FastEncoder:
         """(ids, end char offset of each token); None when the text is not ASCII."""
         if not text.isascii():
             return None
-        ids: list[int] = []
-        lens: list[int] = []
-        segments = self._special.split(text) if self._special is not None else [text]
-        for k, segment in enumerate(segments):
-            if k % 2:  # an added token
-                ids.append(self.added[segment])
-                lens.append(len(segment))
-                continue
-            for piece in _GPT2_ASCII.findall(segment):
-                hit = self._cache.get(piece)
-                if hit is None:
-                    hit = self._bpe(piece)
-                ids.extend(hit[0])
-                lens.extend(hit[1])
-        return ids, list(accumulate(lens))
+        if self._special is None:
+            pieces = _GPT2_ASCII.findall(text)
+        else:
+            pieces = []
+            for k, segment in enumerate(self._special.split(text)):
+                if k % 2:
+                    pieces.append(segment)  # an added token (cached as itself)
+                else:
+                    pieces.extend(_GPT2_ASCII.findall(segment))
+        # Lookups and joins over the cache run in C: no per-piece Python code when every piece is a hit.
+        found = list(map(self._ids.get, pieces))
+        if None in found:
+            if len(self._ids) > _CACHE_LIMIT:
+                self._reset_cache()
+            for piece in pieces:
+                if piece not in self._ids:
+                    self._bpe(piece)
+            found = list(map(self._ids.__getitem__, pieces))
+        ids = list(chain.from_iterable(found))
+        ends = list(accumulate(chain.from_iterable(map(self._lens.__getitem__, pieces))))
+        return ids, ends
 
-    def _bpe(self, piece: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def _bpe(self, piece: str) -> None:
         tokens = self.model.tokenize(piece.translate(self._table))
+        self._ids[piece] = tuple(t.id for t in tokens)
         # On ASCII every byte is one character of the byte-level alphabet: a token's length in chars.
-        hit = tuple(t.id for t in tokens), tuple(len(t.value) for t in tokens)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[piece] = hit
-        return hit
+        self._lens[piece] = tuple(len(t.value) for t in tokens)
 
 
 def span_mask(ends: list[int], spans: list[tuple[int, int]]) -> list[int]:

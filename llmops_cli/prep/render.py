@@ -108,8 +108,11 @@ class ChatRenderer:
             "assistant_mask": "generation markers" if self._has_generation_markers else "prompt prefix",
         }
 
-    def render_chat(self, messages: list[dict[str, str]]) -> Rendered:
-        """Token ids and trainable mask of a conversation whose last turn is the assistant's answer."""
+    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> Rendered:
+        """Token ids and trainable mask of a conversation whose last turn is the assistant's answer
+        (text, or tool calls); `tools` are the functions it may call (the template lists them)."""
+        if tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+            return self._render_tools(messages, tools or [])
         if not self._fast:
             return self._render_chat_exact(messages)
         shape = tuple(str(m.get("role")) for m in messages)
@@ -151,18 +154,32 @@ class ChatRenderer:
             mask = [0] * len(prefix) + [1] * (len(ids) - len(prefix))
         return Rendered(ids, mask, self._answer_ends_with_eos(ids, mask))
 
-    def _render_chat_exact(self, messages: list[dict[str, str]]) -> Rendered:
+    def _render_tools(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Rendered:
+        """Tool-calling conversations always take Jinja: the template decides how calls and results look."""
+        from llmops_cli.prep.tools import supports_tools, template_messages
+
+        if not supports_tools(self.template):
+            raise ConfigError(f"the chat template ({self.template_source}) cannot render tools or tool calls: "
+                              "the data has tool-calling conversations",
+                              hint="use a model whose template supports tools (Qwen2.5, Llama 3.1, ...) or set "
+                                   "prep.tokenize.template: chatml (the bundled template renders them)")
+        return self._render_chat_exact(template_messages(messages), tools)
+
+    def _render_chat_exact(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+                           ) -> Rendered:
+        extra = {"tools": tools} if tools else {}
         if self._has_generation_markers:
             out = self.tok.apply_chat_template(messages, chat_template=self.template, tokenize=True,
-                                               return_dict=True, return_assistant_tokens_mask=True)
+                                               return_dict=True, return_assistant_tokens_mask=True, **extra)
             ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
         else:
             # No {% generation %} markers (most hub templates): the answer is whatever the full
             # conversation adds after the prompt rendered with the generation prompt.
             ids = list(self.tok.apply_chat_template(messages, chat_template=self.template, tokenize=True,
-                                                    return_dict=True)["input_ids"])
+                                                    return_dict=True, **extra)["input_ids"])
             prefix = list(self.tok.apply_chat_template(messages[:-1], chat_template=self.template, tokenize=True,
-                                                       add_generation_prompt=True, return_dict=True)["input_ids"])
+                                                       add_generation_prompt=True, return_dict=True,
+                                                       **extra)["input_ids"])
             if ids[: len(prefix)] != prefix:
                 raise DataError("the chat template renders the prompt differently with and without the answer",
                                 hint="set prep.tokenize.template to a template with {% generation %} markers")
@@ -184,9 +201,9 @@ class ChatRenderer:
         return Rendered(ids, [1] * len(ids), True)
 
     def _answer_ends_with_eos(self, ids: list[int], mask: list[int]) -> bool:
-        last = max((i for i, m in enumerate(mask) if m), default=None)
-        if last is None:
+        if 1 not in mask:
             return False
+        last = len(mask) - 1 - mask[::-1].index(1)
         # Some templates mark the newline after the end-of-turn token as part of the answer.
         while last > 0 and mask[last - 1] and ids[last] != self.eos_id and not self.tok.decode([ids[last]]).strip():
             last -= 1
