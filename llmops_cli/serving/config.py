@@ -47,6 +47,12 @@ class VllmSection(Section):
     restart_backoff_s: float = Field(
         2.0, gt=0, description="Wait before the first restart; doubled after each failed one (capped at 60 s)."
     )
+    tool_call_parser: str | None = Field(
+        "hermes",
+        description="vLLM's tool-call parser for `tools` with tool_choice auto (--enable-auto-tool-choice "
+                    "--tool-call-parser): hermes reads the Hermes/Qwen2.5 tool-call blocks that the bundled chatml "
+                    "template renders; e.g. llama3_json or mistral for those families; null: no auto tool choice.",
+    )
     extra_args: list[str] = Field(
         default_factory=list, description="Passed through to vLLM's server verbatim, e.g. ['--seed', '0']."
     )

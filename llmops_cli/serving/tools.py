@@ -17,10 +17,11 @@ tool_choice:
 - "required": as a named choice, with X the tool the model itself finds likeliest (scored by the
   engine: serving/engine.py `likeliest`).
 A forced call's `arguments` is what the model wrote after `"arguments": ` (re-serialised when it is
-valid JSON). When it is not valid JSON the raw text is returned as is, with finish_reason "length"
-if the token budget ran out and "tool_calls" otherwise: OpenAI documents that arguments may be
-invalid JSON and that clients must validate them, and a 200 with the model's own words is more
+valid JSON). When it is not valid JSON the raw text is returned as is: OpenAI documents that arguments
+may be invalid JSON and that clients must validate them, and a 200 with the model's own words is more
 useful to a client than an invented "{}".
+finish_reason as OpenAI and vLLM give it: "tool_calls" for calls under auto, and under required when
+the model stopped by itself; a named choice keeps the generation's own ("stop", or "length").
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class ToolPlan:
     tools: list[dict[str, Any]] | None = None  # passed to the chat template
     mode: str = "off"  # off (no tools) | none | auto | forced
     name: str | None = None  # forced: the function called (None for "required" until chosen)
+    required: bool = False  # forced by tool_choice "required" (not by a named function)
 
     @property
     def names(self) -> list[str]:
@@ -90,7 +92,7 @@ def plan(body: dict[str, Any], template_has_tools: bool) -> ToolPlan:
     if choice in (None, "auto", "none"):
         result.mode = choice or "auto"
     elif choice == "required":
-        result.mode = "forced"
+        result.mode, result.required = "forced", True
         if len(result.names) == 1:
             result.name = result.names[0]
     elif isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict):
@@ -167,8 +169,8 @@ def forced_call(name: str, generated: str) -> tuple[dict[str, Any], bool]:
 def answer(tool_plan: ToolPlan, text: str, finish_reason: str) -> tuple[str | None, list[dict[str, Any]], str]:
     """(content, tool_calls, finish_reason) of one generated answer under `tool_plan`."""
     if tool_plan.mode == "forced":
-        call, valid = forced_call(str(tool_plan.name), text)
-        return None, [call], "length" if finish_reason == "length" and not valid else "tool_calls"
+        call, _ = forced_call(str(tool_plan.name), text)
+        return None, [call], "tool_calls" if tool_plan.required and finish_reason == "stop" else finish_reason
     if tool_plan.mode != "auto":
         return text, [], finish_reason
     content, calls = parse_tool_calls(text)

@@ -142,6 +142,33 @@ def test_streaming_through_vllm(demo, servers):
         assert all(c.model == "support-assistant" for c in chunks)
 
 
+TOOLS = [{"type": "function", "function": {"name": "track_order", "parameters": {
+    "type": "object", "properties": {"order_id": {"type": "string"}}}}}]
+
+
+def test_tool_calls_on_both_backends(demo, servers):
+    """#17: `tools` through the official client; vLLM with its hermes parser (serve.vllm.tool_call_parser),
+    transformers with the gateway's own. The tiny model is not trained to call tools, so a call is forced
+    by name; auto must answer (text or parsed calls), and a history with a call and its result renders."""
+    ask = [{"role": "user", "content": "Where is my order A17?"}]
+    history = [*ask, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function",
+         "function": {"name": "track_order", "arguments": "{\"order_id\": \"A17\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "in transit"}]
+    for backend in ("vllm", "transformers"):
+        api = client(servers[backend])
+        named = api.chat.completions.create(model="support-assistant", messages=ask, tools=TOOLS, max_tokens=8,
+                                            tool_choice={"type": "function", "function": {"name": "track_order"}})
+        call = named.choices[0].message.tool_calls[0]
+        assert (call.type, call.function.name) == ("function", "track_order") and call.id, backend
+        assert named.choices[0].finish_reason in ("stop", "length"), backend
+        auto = api.chat.completions.create(model="support-assistant", messages=ask, tools=TOOLS, max_tokens=8)
+        calls = auto.choices[0].message.tool_calls
+        assert calls is None or all(c.function.name for c in calls), backend
+        after = api.chat.completions.create(model="support-assistant", messages=history, tools=TOOLS, max_tokens=4)
+        assert after.choices[0].message.role == "assistant", backend
+
+
 def _adapter(work: Path, name: str, rank: int) -> Path:
     """A LoRA adapter over the demo base with lora_B = 0: it answers as the base model does."""
     from peft import LoraConfig, get_peft_model

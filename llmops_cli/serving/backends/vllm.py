@@ -84,6 +84,8 @@ def vllm_command(spec: ServeSpec | dict[str, Any], model: ModelSpec, port: int) 
     if base.trust_remote_code:
         cmd.append("--trust-remote-code")
     cmd.append("--enable-prefix-caching" if v.enable_prefix_caching else "--no-enable-prefix-caching")
+    if v.tool_call_parser:  # tool_choice none / named / required work without it; auto needs a parser
+        cmd += ["--enable-auto-tool-choice", "--tool-call-parser", v.tool_call_parser]
     return cmd + list(v.extra_args)
 
 

@@ -132,15 +132,17 @@ def test_text_that_is_not_a_valid_call_is_plain_content(text):
 
 
 def test_forced_answers_are_calls_of_the_forced_function():
-    forced = ToolPlan(tools=TOOLS, mode="forced", name="refund")
-    content, calls, finish = answer(forced, '{"amount": 3}}\n</tool_call> trailing', "stop")
+    named = ToolPlan(tools=TOOLS, mode="forced", name="refund")
+    content, calls, finish = answer(named, '{"amount": 3}}\n</tool_call> trailing', "stop")
+    # a named choice finishes with "stop", as OpenAI and vLLM answer it
     assert (content, calls[0]["function"], finish) == (None, {"name": "refund", "arguments": '{"amount": 3}'},
-                                                       "tool_calls")
-    # invalid JSON: the model's own words, and "length" when the budget cut them
-    content, calls, finish = answer(forced, '{"amount": 3', "length")
+                                                       "stop")
+    # invalid JSON: the model's own words
+    content, calls, finish = answer(named, '{"amount": 3', "length")
     assert (calls[0]["function"]["arguments"], finish) == ('{"amount": 3', "length")
-    assert answer(forced, "junk", "stop")[2] == "tool_calls"
-    assert forced.prefix() == '<tool_call>\n{"name": "refund", "arguments": '
+    assert named.prefix() == '<tool_call>\n{"name": "refund", "arguments": '
+    required = ToolPlan(tools=TOOLS, mode="forced", name="refund", required=True)
+    assert answer(required, "junk", "stop")[2] == "tool_calls" and answer(required, "{", "length")[2] == "length"
 
 
 @pytest.mark.parametrize("body,param", [
@@ -212,13 +214,7 @@ def test_named_tool_choice_returns_a_call_of_that_function(client):
     assert choice.message.content is None and len(choice.message.tool_calls) == 1
     call = choice.message.tool_calls[0]
     assert call.type == "function" and call.id.startswith("call_") and call.function.name == "refund"
-    assert choice.finish_reason in ("tool_calls", "length")
-    try:
-        json.loads(call.function.arguments)
-        valid = True
-    except ValueError:
-        valid = False
-    assert choice.finish_reason == "tool_calls" or not valid
+    assert choice.finish_reason in ("stop", "length")
 
 
 def test_required_tool_choice_calls_the_tool_the_model_finds_likeliest(client, tool_model):
@@ -226,6 +222,7 @@ def test_required_tool_choice_calls_the_tool_the_model_finds_likeliest(client, t
 
     reply = _call(client, tool_choice="required")
     name = reply.choices[0].message.tool_calls[0].function.name
+    assert reply.choices[0].finish_reason in ("tool_calls", "length")
     # the same choice, computed independently: the probability of each whole prompt + call prefix
     import torch
 

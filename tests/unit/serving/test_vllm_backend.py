@@ -71,6 +71,19 @@ def test_an_adapter_that_carries_its_chat_template_is_served_with_it(tmp_path):
     assert cmd[cmd.index("--chat-template") + 1] == str(adapter / "chat_template.jinja")
 
 
+def test_command_enables_auto_tool_choice_with_the_configured_parser(tmp_path):
+    spec = _spec(tmp_path, _adapter(tmp_path, "v1"), 9000)
+    cmd = vllm_command(spec, _model(spec), 9001)
+    # hermes by default: the <tool_call> format the bundled chatml template renders (#17)
+    assert "--enable-auto-tool-choice" in cmd and cmd[cmd.index("--tool-call-parser") + 1] == "hermes"
+    assert cmd[-2:] == ["--seed", "7"]  # extra_args still come last, so they can override
+    spec = _spec(tmp_path, _adapter(tmp_path, "v2"), 9000, tool_call_parser="llama3_json")
+    assert vllm_command(spec, _model(spec), 9001)[-4:-2] == ["--tool-call-parser", "llama3_json"]
+    spec = _spec(tmp_path, _adapter(tmp_path, "v3"), 9000, tool_call_parser=None)
+    cmd = vllm_command(spec, _model(spec), 9001)
+    assert "--enable-auto-tool-choice" not in cmd and "--tool-call-parser" not in cmd
+
+
 def test_command_for_a_full_model_has_no_lora_flags(tmp_path):
     full = tmp_path / "merged"
     full.mkdir()
