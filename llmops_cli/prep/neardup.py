@@ -228,35 +228,24 @@ class NearDupIndex:
         sa, sb = self._shingle_set(a), self._shingle_set(b)
         return len(sa & sb) / len(sa | sb)
 
-    def _memberships(self, order: np.ndarray) -> tuple[list[int], list[int], list[int]]:
-        """For the rows sharing some band hash with another row: (positions in `order`, where each row's
-        groups start, group ids), rows sorted by position. Groups are runs of equal hashes after a sort."""
+    def _groups(self, order: np.ndarray) -> np.ndarray:
+        """(rows x bands) int32, rows in priority position: the id of the row's group in each band (the rows
+        with an equal band hash, found by sorting), or -1 where no other row has its hash. A dense matrix
+        keeps the memory at 4 bytes per row and band however many rows collide."""
         import numpy as np
 
-        rows_of: list[np.ndarray] = []
-        groups_of: list[np.ndarray] = []
-        next_group = 0
+        groups = np.full((len(order), self.bands), -1, dtype=np.int32)
         for k in range(self.bands):
             col = self._band(k)[order]
-            perm = np.argsort(col, kind="stable")  # stable: each group lists its rows in priority order
+            perm = np.argsort(col, kind="stable")
             ordered = col[perm]
             same = ordered[1:] == ordered[:-1]
             member = np.zeros(len(col), dtype=bool)
             member[1:] |= same
             member[:-1] |= same
-            if not member.any():
-                continue
-            group = np.cumsum(np.concatenate(([True], ~same)))
-            rows_of.append(perm[member].astype(np.int64))
-            groups_of.append(group[member] + next_group)
-            next_group += int(group[-1]) + 1
-        if not rows_of:
-            return [], [0], []
-        rows, groups = np.concatenate(rows_of), np.concatenate(groups_of)
-        by_row = np.argsort(rows, kind="stable")
-        rows, groups = rows[by_row], groups[by_row]
-        firsts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
-        return rows[firsts].tolist(), [*firsts.tolist(), len(rows)], groups.tolist()
+            ids = np.cumsum(np.concatenate(([False], ~same)), dtype=np.int32)
+            groups[perm[member], k] = ids[member]
+        return groups
 
     def resolve(self, splits: Iterable[str]) -> dict[int, tuple[int, float]]:
         """For each removed row index: (index of the kept row it duplicates, exact Jaccard).
@@ -272,18 +261,21 @@ class NearDupIndex:
             return {}
         import numpy as np
 
-        rank = np.array([PRIORITY.index(s) for s in split_of], dtype=np.int8)
+        code = {name: n for n, name in enumerate(PRIORITY)}
+        rank = np.fromiter((code[s] for s in split_of), dtype=np.int8, count=len(split_of))
         order = np.argsort(rank, kind="stable")  # test, validation, train; then in input order
-        positions, starts, groups = self._memberships(order)
-        order_list = order.tolist()
-        kept_in: dict[int, list[int]] = {}  # group -> positions of its kept rows, in priority order
+        del rank
+        groups = self._groups(order)
+        kept_in: dict[int, list[int]] = {}  # group x bands + band -> positions of its kept rows, in order
         removed: dict[int, tuple[int, float]] = {}
-        for n, pos in enumerate(positions):
-            mine = groups[starts[n]:starts[n + 1]]
+        bands = self.bands
+        for pos in np.flatnonzero((groups >= 0).any(axis=1)).tolist():  # rows in priority order
+            mine = [g * bands + k for k, g in enumerate(groups[pos].tolist()) if g >= 0]
             candidates = sorted({c for g in mine for c in kept_in.get(g, ())})
-            match = self._first_match(order_list[pos], [order_list[c] for c in candidates])
+            row = int(order[pos])  # numpy scalars, not a list: a Python int per row costs 36 bytes
+            match = self._first_match(row, [int(order[c]) for c in candidates])
             if match is not None:
-                removed[order_list[pos]] = match
+                removed[row] = match
                 continue
             for g in mine:
                 kept_in.setdefault(g, []).append(pos)

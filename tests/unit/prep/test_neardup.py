@@ -131,3 +131,32 @@ def test_zero_leakage_across_splits_by_brute_force():
         assert key in similar and sim == pytest.approx(similar[key]) and j in kept
         assert priority[split_of[j]] <= priority[split_of[i]]
     assert len(removed) <= len(similar)
+
+
+def test_index_memory_stays_under_1kb_per_row():
+    """Growth while adding, and the peak of resolve, in bytes per row; a fifth of the rows collide in every
+    band with an earlier row (copies), the worst case for the grouping."""
+    import tracemalloc
+
+    rng = random.Random(5)
+    vocab = [f"m{i}" for i in range(3000)]
+    index = NearDupIndex(threshold=0.8, num_perm=NearDupSpec().num_perm, ngram=3)
+    assert index.bytes_per_row <= 1024
+    rows, texts = 39_000, []
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for i in range(rows):
+            text = texts[rng.randrange(len(texts))] if i % 5 == 4 else " ".join(rng.choices(vocab, k=12))
+            if len(texts) < 2000:
+                texts.append(text)
+            index.add(text)
+        grown = (tracemalloc.get_traced_memory()[0] - start) / rows  # with the first block of band hashes
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        removed = index.resolve(["train", "validation", "test"] * (rows // 3))
+        resolve_peak = (tracemalloc.get_traced_memory()[1] - before) / rows
+    finally:
+        tracemalloc.stop()
+    assert len(removed) >= rows // 5 - 100
+    assert grown <= 1024 and resolve_peak <= 1024, (grown, resolve_peak)
