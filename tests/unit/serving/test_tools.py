@@ -304,3 +304,102 @@ def test_a_template_without_tools_is_400_naming_tools(tool_model, tiny_corpus, t
         assert plain.status_code == 200, plain.text
     finally:
         lifecycle.stop_server(cfg.serve.endpoint_file)
+
+
+# ---- auto: a model that does write calls (scripted), through the real gateway app ---------------------------
+
+class _Scripted:
+    """An engine that answers every prompt with the same text (piece by piece when streaming), so that the
+    gateway's handling of a model that does write <tool_call> blocks can be checked without training one."""
+
+    ready, supports_tools, context_length, load_error = True, True, None, None
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.prompts: list[str] = []
+
+    def render_chat(self, messages, tools=None):
+        return json.dumps({"messages": messages, "tools": tools})
+
+    def prompt_ids(self, prompt):
+        self.prompts.append(prompt)
+        return [1, 2, 3]
+
+    async def complete(self, prompt_ids, max_tokens, sampling=None, stop=None):
+        from llmops_cli.serving.engine import Completion
+
+        return Completion(self.text, len(prompt_ids), 9, "stop")
+
+    async def stream(self, prompt_ids, max_tokens, sampling, state):
+        state.update(prompt_tokens=len(prompt_ids), completion_tokens=9, finish_reason="stop")
+        for i in range(0, len(self.text), 5):
+            yield self.text[i: i + 5]
+
+
+@pytest.fixture
+def scripted(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from llmops_cli.serving.app import create_app
+    from llmops_cli.serving.backends.transformers import TransformersBackend
+
+    def make(text: str):
+        spec = {"model_dir": str(tmp_path), "model_name": MODEL, "request_log": str(tmp_path / "requests.jsonl")}
+        engine = _Scripted(text)
+        http = TestClient(create_app(spec, backend=TransformersBackend(spec, engine=engine)))
+        http.__enter__()
+        api = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=http, max_retries=0)
+        made.append(http)
+        return api, engine
+
+    made: list = []
+    yield make
+    for http in made:
+        http.__exit__(None, None, None)
+
+
+CALLS_TEXT = ('Checking both.\n<tool_call>\n{"name": "track_order", "arguments": {"order_id": "A1"}}\n</tool_call>\n'
+              '<tool_call>\n{"name": "refund", "arguments": {"amount": 5}}\n</tool_call>')
+
+
+def test_auto_returns_the_calls_the_model_wrote(scripted):
+    api, engine = scripted(CALLS_TEXT)
+    choice = api.chat.completions.create(model=MODEL, messages=HISTORY, tools=TOOLS).choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content == "Checking both."
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls] == [
+        ("track_order", {"order_id": "A1"}), ("refund", {"amount": 5})]
+    # the template got the tools, and the history's arguments as an object
+    rendered = json.loads(engine.prompts[-1])
+    assert rendered["tools"] == TOOLS
+    assert rendered["messages"][1]["tool_calls"][0]["function"]["arguments"] == {"order_id": "A1"}
+    # tool_choice none: the same words come back as text
+    plain = api.chat.completions.create(model=MODEL, messages=USER, tools=TOOLS, tool_choice="none").choices[0]
+    assert (plain.message.content, plain.message.tool_calls, plain.finish_reason) == (CALLS_TEXT, None, "stop")
+
+
+def test_auto_streams_calls_as_openai_deltas(scripted):
+    api, _ = scripted(CALLS_TEXT)
+    content, calls, finish = "", {}, []
+    for chunk in api.chat.completions.create(model=MODEL, messages=USER, tools=TOOLS, stream=True):
+        for c in chunk.choices:
+            content += c.delta.content or ""
+            for delta in c.delta.tool_calls or []:
+                entry = calls.setdefault(delta.index, {"id": None, "name": "", "arguments": ""})
+                entry["id"] = delta.id or entry["id"]
+                entry["name"] += delta.function.name or ""
+                entry["arguments"] += delta.function.arguments or ""
+            finish.append(c.finish_reason)
+    assert content == "Checking both."
+    assert [(c["name"], json.loads(c["arguments"])) for c in calls.values()] == [
+        ("track_order", {"order_id": "A1"}), ("refund", {"amount": 5})]
+    assert all(c["id"].startswith("call_") for c in calls.values())
+    assert [f for f in finish if f] == ["tool_calls"]
+
+
+def test_malformed_calls_come_back_as_text_streamed_or_not(scripted):
+    text = 'Sure <tool_call>\n{"name": "refund", "arguments": {"amount": }\n</tool_call>'
+    api, _ = scripted(text)
+    choice = api.chat.completions.create(model=MODEL, messages=USER, tools=TOOLS).choices[0]
+    assert (choice.message.content, choice.message.tool_calls, choice.finish_reason) == (text, None, "stop")
+    chunks = list(api.chat.completions.create(model=MODEL, messages=USER, tools=TOOLS, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
