@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -36,6 +36,11 @@ class SourceSpec(Section):
     max_rows: int | None = Field(
         None, ge=1, description="Keep at most this many rows of the source (a deterministic hash sample)."
     )
+    tools: list[dict[str, Any]] | str | None = Field(
+        None,
+        description="Functions the rows of this source may call (OpenAI `tools` list, inline or a path to a "
+                    "JSON file holding it), for rows without a `tools` field of their own.",
+    )
     encoding: str = Field(
         "utf-8",
         description="Text encoding of the source's jsonl / json / csv files (a UTF-8 byte-order mark is "
@@ -53,6 +58,18 @@ class SourceSpec(Section):
             raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
         if "\n".encode(value) != b"\n" or "a,".encode(value) != b"a,":  # lines are split as bytes
             raise ValueError(f"{value} is not ASCII-compatible: re-export the file as UTF-8")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_are_functions(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            from llmops_cli.prep.tools import ToolReject, parse_tools
+
+            try:
+                parse_tools(value, "tools")
+            except ToolReject as exc:
+                raise ValueError(exc.detail) from None
         return value
 
     @model_validator(mode="after")
@@ -85,6 +102,9 @@ class FieldMap(Section):
         "messages", description="Chat: the list of turns (OpenAI `messages` or ShareGPT `conversations`)."
     )
     text: str = Field("text", description="Raw text for continued pre-training (text schema).")
+    tools: str = Field(
+        "tools", description="Chat: a row's tool list (OpenAI `tools`, or its JSON text as ShareGPT exports have it)."
+    )
 
     @field_validator("completion_template")
     @classmethod

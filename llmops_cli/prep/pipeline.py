@@ -38,6 +38,7 @@ from llmops_cli.prep.schemas import (
     kind_of,
     to_example,
 )
+from llmops_cli.prep.tools import source_tools
 from llmops_cli.utils import atomic_write_json, atomic_write_text, sha256_file
 
 if TYPE_CHECKING:
@@ -281,7 +282,7 @@ class _Run:
         spooled: dict[str, Any] = {"src": raw.source, "line": raw.line}
         if self.renderer is not None:
             rendered = (self.renderer.render_text(ex["text"]) if "text" in ex
-                        else self.renderer.render_chat(example_messages(ex)))
+                        else self.renderer.render_chat(example_messages(ex), ex.get("tools")))
             tok_cfg = cfg.tokenize
             if rendered.n_tokens < tok_cfg.min_tokens:
                 self.reject(raw, "too_few_tokens", f"{rendered.n_tokens} tokens < {tok_cfg.min_tokens}")
@@ -354,9 +355,23 @@ class _Run:
 
 
 def _redact_example(ex: dict[str, Any], kinds: list[str]) -> dict[str, Any]:
+    """Every text an example carries, tool results and call arguments included (a placeholder holds no
+    quote, so arguments stay JSON); tool schemas are the operator's, left as they are."""
+    def turn(t: dict[str, Any]) -> dict[str, Any]:
+        out = {**t, "content": redact_pii(t["content"], kinds)}
+        if t.get("tool_calls"):
+            out["tool_calls"] = calls(t["tool_calls"])
+        return out
+
+    def calls(items: list[dict[str, str]]) -> list[dict[str, str]]:
+        return [{**c, "arguments": redact_pii(c["arguments"], kinds)} for c in items]
+
     out = {k: redact_pii(v, kinds) if isinstance(v, str) else v for k, v in ex.items()}
-    if "history" in ex:
-        out["history"] = [{"role": t["role"], "content": redact_pii(t["content"], kinds)} for t in ex["history"]]
+    for key in ("history", "trace"):
+        if key in ex:
+            out[key] = [turn(t) for t in ex[key]]
+    if "tool_calls" in ex:
+        out["tool_calls"] = calls(ex["tool_calls"])
     return out
 
 
@@ -393,9 +408,13 @@ def _parquet_schema(kind: str, tokenized: bool = False) -> Any:
                           ("n_tokens", pa.int32())])
     if kind == "text":
         return pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.string())])
-    turn = pa.struct([("role", pa.string()), ("content", pa.string())])
+    call = pa.list_(pa.struct([("id", pa.string()), ("name", pa.string()), ("arguments", pa.string())]))
+    turn = pa.struct([("role", pa.string()), ("content", pa.string()), ("tool_calls", call),
+                      ("tool_call_id", pa.string())])
+    # `tools` holds JSON schemas of any shape: stored as their JSON text.
     return pa.schema([("id", pa.string()), ("prompt", pa.string()), ("completion", pa.string()),
-                      ("system", pa.string()), ("history", pa.list_(turn)), ("label", pa.string())])
+                      ("system", pa.string()), ("history", pa.list_(turn)), ("label", pa.string()),
+                      ("trace", pa.list_(turn)), ("tool_calls", call), ("tools", pa.string())])
 
 
 def run_prep(cfg: PrepSection, model: ModelSection | None = None,
@@ -433,7 +452,8 @@ def _pass_one(run: _Run, units: list[tuple[SourceSpec, list[SourceFile]]],
     for spec, files in units:
         sampler = _Sampler(spec, files, cfg.splits.salt, cfg.max_row_bytes)
         names = FieldNames(spec.prompt_field or cfg.fields.prompt, spec.completion_field or cfg.fields.completion,
-                           cfg.fields, None if spec.completion_field else cfg.fields.completion_template)
+                           cfg.fields, None if spec.completion_field else cfg.fields.completion_template,
+                           tuple(source_tools(spec.tools, spec.name)))
         configured = spec.schema_ or cfg.schema_
         for unit in files:
             schema = None if configured == "auto" else configured
@@ -507,7 +527,8 @@ def _finish(run: _Run, out_dir: Path) -> PrepResult:
                            f"near-duplicate (Jaccard~{sim:.2f}) of {split_of[j]} row {run.ids[j]}", row=row)
                 continue
             writers[split].write(row)
-            parquet[split].write({k: row.get(k) for k in columns})
+            parquet[split].write({k: json.dumps(row[k]) if k == "tools" and k in row else row.get(k)
+                                  for k in columns})
             if tokenized:
                 tokenized[split].write({"id": row["id"], "input_ids": item["ids"], "mask": item["mask"],
                                         "n_tokens": len(item["ids"])})

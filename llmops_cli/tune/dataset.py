@@ -105,7 +105,8 @@ def load_training_data(cfg: ProjectConfig, tok: PreTrainedTokenizerBase) -> Trai
 def _render(renderer: ChatRenderer, row: dict[str, Any]) -> dict[str, list[int]]:
     from llmops_cli.prep.schemas import example_messages
 
-    out = renderer.render_text(row["text"]) if "text" in row else renderer.render_chat(example_messages(row))
+    out = (renderer.render_text(row["text"]) if "text" in row
+           else renderer.render_chat(example_messages(row), row.get("tools")))
     return {"input_ids": out.input_ids, "completion_mask": out.mask}
 
 
