@@ -93,6 +93,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # its retry warnings would precede our one-line error
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Deprecation notices from the ML stack are for us, not for users running a pipeline.
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -130,4 +130,7 @@ def _not_found(source: str, exc: Exception) -> ConfigError:
         if local
         else "check the hub id, set HF_TOKEN for gated models, or point model.base at a local copy"
     )
+    if "couldn't connect" in str(exc).lower():  # no network: every later attempt waits through the same retries
+        hint = ("the hub cannot be reached from here: point model.base at a local model directory, or set "
+                "HF_HUB_OFFLINE=1 to use the local Hugging Face cache and fail fast")
     return ConfigError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}", hint=hint)

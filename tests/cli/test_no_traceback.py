@@ -104,3 +104,13 @@ def test_eval_before_tune_says_run_tune_first(project, tmp_path):
     data.write_text(json.dumps({"id": "1", "prompt": "hi", "completion": "billing"}) + "\n", encoding="utf-8")
     proc = llmops(project, "eval")
     assert_one_line_error(proc, 1, f"no tuned model at {tmp_path / 'tune'}", "run llmops tune first")
+
+
+def test_an_unreachable_hub_says_how_to_fail_fast():
+    """Without HF_HUB_OFFLINE an unreachable hub costs ~35 s of retries; the one line says how to skip them."""
+    from llmops_cli.model.loading import _not_found
+
+    error = _not_found("org/name", OSError("We couldn't connect to 'https://huggingface.co' to load the files, "
+                                           "and couldn't find them in the cached files.\nCheck your connection"))
+    assert "\n" not in error.message and "couldn't connect" in error.message
+    assert "HF_HUB_OFFLINE=1" in error.hint and "model.base" in error.hint
