@@ -13,10 +13,11 @@ tool_choice:
 - "auto" (the default with tools): <tool_call> blocks in the output become `tool_calls`; if one block
   is not valid JSON with a name, the whole output is returned as plain content (never a 500).
 - {"type": "function", "function": {"name": X}}: the generation is forced to start with
-  `<tool_call>\\n{"name": "X", "arguments": ` so the answer is always a call of X.
+  `<tool_call>\\n{"name": "X", "arguments":` so the answer is always a call of X. (No space after the
+  colon: byte-level BPE tokenizers merge it into the next token, ` {`, which the model then writes itself.)
 - "required": as a named choice, with X the tool the model itself finds likeliest (scored by the
   engine: serving/engine.py `likeliest`).
-A forced call's `arguments` is what the model wrote after `"arguments": ` (re-serialised when it is
+A forced call's `arguments` is what the model wrote after `"arguments":` (re-serialised when it is
 valid JSON). When it is not valid JSON the raw text is returned as is: OpenAI documents that arguments
 may be invalid JSON and that clients must validate them, and a 200 with the model's own words is more
 useful to a client than an invented "{}".
@@ -60,7 +61,7 @@ class ToolPlan:
         """What the generation is forced to start with (it is part of the prompt and of the answer)."""
         if self.mode != "forced":
             return ""
-        return f'{CALL_OPEN}\n{{"name": {json.dumps(self.name, ensure_ascii=False)}, "arguments": '
+        return f'{CALL_OPEN}\n{{"name": {json.dumps(self.name, ensure_ascii=False)}, "arguments":'
 
 
 def supports_tools(template: str | dict[str, Any] | None) -> bool:
