@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -64,13 +65,48 @@ def label_report(predictions: list[str], references: list[str]) -> dict[str, Any
     return {"per_label": per_label, "macro_f1": macro, "confusion": confusion}
 
 
-def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """ROUGE-L F (rouge-score), corpus BLEU and chrF (sacrebleu), on 0-1 scales."""
-    import sacrebleu
+@dataclass(frozen=True)
+class AnswerLabels:
+    """How answers map to labels for label metrics. references[i] is example i's label (normalised); an
+    answer's label is the whole answer where the reference answer is the label itself (a label task), else
+    the longest known label the answer starts with as whole words ("billing: I've refunded ..." -> billing)."""
+
+    references: list[str]
+    whole: list[bool]
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]], completions: list[str]) -> AnswerLabels:
+        """From prep's rows (their `label`, from prep.fields.label) and reference answers; a row without a
+        label is labelled by its whole reference answer."""
+        refs = [normalize_answer(str(r.get("label") or c)) for r, c in zip(rows, completions, strict=True)]
+        return cls(refs, [normalize_answer(c) == ref for c, ref in zip(completions, refs, strict=True)])
+
+    def of(self, answers: list[str]) -> list[str]:
+        known = sorted(set(self.references), key=len, reverse=True)  # longest first: "account locked"
+        out = []
+        for answer, whole in zip(answers, self.whole, strict=True):
+            text = normalize_answer(answer)
+            prefix = None if whole else next((k for k in known if text == k or text.startswith(k + " ")), None)
+            out.append(prefix or text)
+        return out
+
+    def report(self, answers: list[str]) -> dict[str, Any]:
+        return label_report(self.of(answers), self.references)
+
+
+def rouge_l_scores(predictions: list[str], references: list[str]) -> list[float]:
+    """ROUGE-L F per example (what the paired bootstrap resamples)."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    rouge = [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)]
+    return [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)]
+
+
+def text_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """ROUGE-L F (rouge-score), corpus BLEU and chrF (sacrebleu), on 0-1 scales."""
+    import sacrebleu
+
+    rouge = rouge_l_scores(predictions, references)
     return {
         "rouge_l": sum(rouge) / len(rouge) if rouge else 0.0,
         "bleu": sacrebleu.corpus_bleu(predictions, [references]).score / 100,

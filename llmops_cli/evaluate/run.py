@@ -17,13 +17,14 @@ from llmops_cli.config.schema import ProjectConfig
 from llmops_cli.evaluate.gates import GateResult, check_gates
 from llmops_cli.evaluate.generate import Generations, generate, reference_perplexity, render_prompts
 from llmops_cli.evaluate.metrics import (
+    AnswerLabels,
     aggregate,
     bootstrap_delta,
     describe_delta,
     exact_match,
-    label_report,
     normalize_answer,
     percentiles_ms,
+    rouge_l_scores,
     text_metrics,
 )
 from llmops_cli.tune.data import prompt_messages, read_jsonl
@@ -56,9 +57,9 @@ class EvalResult:
         }
 
 
-def _score(gens: Generations, references: list[str]) -> dict[str, Any]:
+def _score(gens: Generations, references: list[str], labels: AnswerLabels) -> dict[str, Any]:
     metrics: dict[str, Any] = {**aggregate(gens.texts, references), **text_metrics(gens.texts, references)}
-    metrics["macro_f1"] = label_report(gens.texts, references)["macro_f1"]
+    metrics["macro_f1"] = labels.report(gens.texts)["macro_f1"]
     metrics.update(percentiles_ms(gens.latencies))  # per request; null when the backend gave no timings
     metrics["latency_measure"] = gens.latency_measure
     metrics["seconds"] = round(gens.seconds, 3)
@@ -97,6 +98,7 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
     # Hashed before any generation: the results are bound to exactly this content (register checks it).
     identity = evaluated_model_identity(ecfg.adapter, cfg.model)
     references = [r["completion"] for r in rows]
+    labels = AnswerLabels.from_rows(rows, references)
     conversations = [prompt_messages(r) for r in rows]
     device = default_device()
     tokenizer = load_tokenizer(cfg.model, path=ecfg.adapter)
@@ -151,7 +153,7 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
                             on_batch=(lambda n, name=name: on_progress(name, n)) if on_progress else None)
             hf_tuned = gens.texts if name == "tuned" else hf_tuned
         predictions[name] = gens.texts
-        models[name] = _score(gens, references)
+        models[name] = _score(gens, references, labels)
         if ecfg.perplexity and model is not None:
             models[name]["perplexity"] = reference_perplexity(model, tokenizer, prompts, references)
         if name == "tuned" and model is not None:
@@ -178,7 +180,7 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
                                on_done=(lambda n: on_progress("endpoint", n)) if on_progress else None)
         predictions["endpoint"] = gens.texts
         failures = getattr(gens, "failures", 0)
-        models["endpoint"] = {**_score(gens, references), "failures": failures,
+        models["endpoint"] = {**_score(gens, references, labels), "failures": failures,
                               "failure_rate": failures / len(rows) if rows else 0.0}
         extra.setdefault("parity", {})["endpoint"] = parity_report(predictions["tuned"], gens.texts, references, rows)
     if ecfg.parity and hf_tuned is not None:
@@ -190,18 +192,19 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
 
         models["tuned"].update(judge(ecfg.judge, [r["prompt"] for r in rows], references, predictions["tuned"]))
 
-    em = {name: [exact_match(p, r) for p, r in zip(preds, references, strict=True)]
-          for name, preds in predictions.items()}
+    per_example = {
+        "exact_match": {name: [exact_match(p, r) for p, r in zip(preds, references, strict=True)]
+                        for name, preds in predictions.items()},
+        "rouge_l": {name: rouge_l_scores(preds, references) for name, preds in predictions.items()},
+    }
+    em = per_example["exact_match"]
     delta: dict[str, Any] = {}
     if "base" in models:
-        delta = {k: models["tuned"][k] - models["base"][k] for k in ("exact_match", "token_f1", "rouge_l")}
-        delta["exact_match_ci"] = bootstrap_delta(em["base"], em["tuned"], ecfg.bootstrap_samples, ecfg.seed)
+        delta = paired_delta(models, per_example, "base", "tuned", ecfg.bootstrap_samples, ecfg.seed)
     if "production" in models:
-        extra["delta_production"] = {
-            k: models["tuned"][k] - models["production"][k] for k in ("exact_match", "token_f1", "rouge_l")}
-        extra["delta_production"]["exact_match_ci"] = bootstrap_delta(
-            em["production"], em["tuned"], ecfg.bootstrap_samples, ecfg.seed)
-    extra["labels"] = {name: label_report(preds, references) for name, preds in predictions.items()}
+        extra["delta_production"] = paired_delta(models, per_example, "production", "tuned",
+                                                 ecfg.bootstrap_samples, ecfg.seed)
+    extra["labels"] = {name: labels.report(preds) for name, preds in predictions.items()}
 
     flat = {**models, **extra, "delta": delta, "n": len(rows)}
     # No production version yet (the first release): gates that compare with it cannot apply.
@@ -229,7 +232,18 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
     return result
 
 
-_SUMMARY_KEYS = ("exact_match", "token_f1", "rouge_l")
+_SUMMARY_KEYS = ("exact_match", "token_f1", "rouge_l", "bleu")
+_DELTA_KEYS = ("exact_match", "token_f1", "rouge_l", "bleu", "macro_f1")
+
+
+def paired_delta(models: dict[str, dict[str, Any]], per_example: dict[str, dict[str, list[float]]],
+                 a: str, b: str, samples: int, seed: int) -> dict[str, Any]:
+    """b - a on the main metrics, and a paired bootstrap interval (<metric>_ci) for each metric scored per
+    example (exact match, ROUGE-L); corpus BLEU and macro F1 get the difference alone."""
+    delta: dict[str, Any] = {k: models[b][k] - models[a][k] for k in _DELTA_KEYS if k in models[a]}
+    for metric, scores in per_example.items():
+        delta[f"{metric}_ci"] = bootstrap_delta(scores[a], scores[b], samples, seed)
+    return delta
 
 
 def metrics_summary(full: dict[str, Any], results_file: str) -> dict[str, Any]:
@@ -244,7 +258,7 @@ def metrics_summary(full: dict[str, Any], results_file: str) -> dict[str, Any]:
             summary[model] = pick(full[model], _SUMMARY_KEYS)
     for name in ("delta", "delta_production"):
         if full.get(name):
-            summary[name] = pick(full[name], ("exact_match", "rouge_l"))
+            summary[name] = pick(full[name], ("exact_match", "rouge_l", "bleu"))
     if full.get("safety"):
         summary["safety"] = pick(full["safety"], ("leak_rate", "refusal_rate"))
     return summary
@@ -290,9 +304,13 @@ def render_report(result: EvalResult) -> str:
     ci = result.delta.get("exact_match_ci")
     if ci:
         lines += ["", f"Tuned - base exact match: {describe_delta(ci)}"]
+    if result.delta.get("rouge_l_ci"):
+        lines.append(f"Tuned - base ROUGE-L: {describe_delta(result.delta['rouge_l_ci'])}")
     prod = result.extra.get("delta_production")
     if prod:
         lines.append(f"Tuned - production exact match: {describe_delta(prod['exact_match_ci'])}")
+        if prod.get("rouge_l_ci"):
+            lines.append(f"Tuned - production ROUGE-L: {describe_delta(prod['rouge_l_ci'])}")
     safety = result.extra.get("safety")
     if safety:
         lines += ["", "## Safety", f"- refusal rate on harmful requests: {safety['refusal_rate']}",

@@ -104,7 +104,7 @@ def test_endpoint_judge_safety_variants_and_gates(project):
     assert saved["gates_passed"] is False and "delta" in saved and "labels" in saved
     summary = json.loads((tmp / "metrics/eval.json").read_text())  # what DVC tracks: a few numbers
     assert summary["gates_passed"] is False and summary["results_file"] == str(tmp / "reports/eval.json")
-    assert set(summary["tuned"]) == {"exact_match", "token_f1", "rouge_l"}
+    assert set(summary["tuned"]) == {"exact_match", "token_f1", "rouge_l", "bleu"}
     assert "labels" not in summary and "gates" not in summary
     assert "## Gates" in (tmp / "eval.md").read_text()
 
