@@ -65,10 +65,12 @@ class ToolPlan:
 
 
 def supports_tools(template: str | dict[str, Any] | None) -> bool:
-    """Whether a chat template renders tools (it references the `tools` variable)."""
+    """Whether a chat template renders tools (it references the `tools` variable) in the format this module
+    parses (it writes <tool_call>): Hermes, Qwen2.5 and Qwen3 templates do; Llama 3.1's JSON or Mistral's
+    [TOOL_CALLS] would be shown to the model but never read back, so they are refused instead."""
     if isinstance(template, dict):
         return any(supports_tools(t) for t in template.values())
-    return bool(template) and bool(_TOOLS_VAR.search(str(template)))
+    return bool(template) and bool(_TOOLS_VAR.search(str(template))) and CALL_OPEN in str(template)
 
 
 def plan(body: dict[str, Any], template_has_tools: bool) -> ToolPlan:
@@ -86,9 +88,10 @@ def plan(body: dict[str, Any], template_has_tools: bool) -> ToolPlan:
             raise ApiError(400, f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ..., "
                                 "'parameters': {...}}}}", param="tools", code="invalid_value")
     if not template_has_tools:
-        raise ApiError(400, "tools: the model's chat template does not render tools (it never mentions `tools`), "
-                            "so the model could not see them; serve a model whose template supports tools, or "
-                            "tune with prep.tokenize.template: chatml", param="tools", code="unsupported_parameter")
+        raise ApiError(400, "tools: the model's chat template does not render tools in the <tool_call> (Hermes / "
+                            "Qwen2.5) format this backend parses; serve a model whose template does (tune with "
+                            "prep.tokenize.template: chatml), or serve.backend=vllm with serve.vllm.tool_call_parser "
+                            "for its format", param="tools", code="unsupported_parameter")
     result = ToolPlan(tools=tools, mode="auto")
     if choice in (None, "auto", "none"):
         result.mode = choice or "auto"

@@ -101,6 +101,8 @@ def test_tool_calls_are_inside_the_generation_markers(tokenizer):
 def test_tool_support_is_detected_from_the_template():
     assert supports_tools(CHATML) and not supports_tools(OLD_CHATML) and not supports_tools(None)
     assert supports_tools({"default": OLD_CHATML, "tool_use": CHATML})
+    # tools rendered in another format (Llama 3.1's JSON): shown to the model but never parsed back, so refused
+    assert not supports_tools("{% for t in tools %}{{ t | tojson }}{% endfor %}{{ messages[0]['content'] }}")
 
 
 # ---- parsing and validation ----------------------------------------------------------------------------
