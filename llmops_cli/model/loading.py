@@ -74,6 +74,14 @@ def load_causal_lm(
         )
     except OSError as exc:
         raise _not_found(model.base, exc) from None
+    except ValueError as exc:
+        if "model type" not in str(exc):
+            raise
+        raise ConfigError(
+            f"cannot load model {model.base!r}: {str(exc).split('. ')[0]}",
+            hint="this transformers does not know the architecture: upgrade transformers, or set "
+                 "model.trust_remote_code=true for a model that ships its own code (only if you trust it)",
+        ) from None
     if adapter:
         from peft import PeftModel
 

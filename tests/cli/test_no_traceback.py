@@ -114,3 +114,31 @@ def test_an_unreachable_hub_says_how_to_fail_fast():
                                            "and couldn't find them in the cached files.\nCheck your connection"))
     assert "\n" not in error.message and "couldn't connect" in error.message
     assert "HF_HUB_OFFLINE=1" in error.hint and "model.base" in error.hint
+
+
+@pytest.fixture
+def mystery_model(tmp_path: Path, tiny_model: Path) -> Path:
+    """A model directory whose config.json names an architecture transformers does not know."""
+    out = tmp_path / "mystery"
+    out.mkdir()
+    for f in tiny_model.iterdir():
+        if f.name.startswith("tokenizer") or f.suffix == ".jinja":
+            (out / f.name).write_bytes(f.read_bytes())
+    (out / "config.json").write_text(json.dumps({"model_type": "mystery", "width": 3}), encoding="utf-8")
+    return out
+
+
+def test_an_unknown_architecture_dry_runs_with_a_warning(project, mystery_model):
+    proc = llmops(project, "tune", "--dry-run", "--set", f"model.base={mystery_model}")
+    assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "cannot estimate memory for mystery, running without pre-flight" in proc.stderr
+
+
+def test_an_unknown_architecture_fails_to_load_in_one_line(mystery_model):
+    from llmops_cli.errors import ConfigError
+    from llmops_cli.model.config import ModelSection
+    from llmops_cli.model.loading import load_causal_lm
+
+    with pytest.raises(ConfigError, match="model type `mystery`") as info:
+        load_causal_lm(ModelSection(base=str(mystery_model)), device="cpu")
+    assert "\n" not in info.value.message and "trust_remote_code" in info.value.hint
