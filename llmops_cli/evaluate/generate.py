@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmops_cli.tune.data import prompt_messages
+from llmops_cli.tune.data import render_prompt
 
 
 @dataclass
@@ -21,9 +21,7 @@ class Generations:
 
 
 def render_prompts(tokenizer: Any, rows: list[dict[str, Any]]) -> list[str]:
-    return [
-        tokenizer.apply_chat_template(prompt_messages(r), tokenize=False, add_generation_prompt=True) for r in rows
-    ]
+    return [render_prompt(tokenizer, r) for r in rows]
 
 
 def generate(

@@ -27,6 +27,8 @@ from llmops_cli.evaluate.metrics import (
     rouge_l_scores,
     text_metrics,
 )
+from llmops_cli.evaluate.tools import expand_tool_steps, reference_text, tool_metrics
+from llmops_cli.prep.schemas import example_messages
 from llmops_cli.tune.data import prompt_messages, read_jsonl
 from llmops_cli.utils import atomic_write_json, atomic_write_jsonl, atomic_write_text, sha256_file
 
@@ -89,7 +91,8 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
     from llmops_cli.model.loading import default_device, is_adapter_dir, load_causal_lm, load_tokenizer
 
     ecfg = cfg.eval
-    rows = read_jsonl(ecfg.data)[: ecfg.limit]
+    # Every call step of a tool conversation is a case of its own, before the conversation's final answer.
+    rows = expand_tool_steps(read_jsonl(ecfg.data)[: ecfg.limit])
     if not Path(ecfg.adapter).is_dir():  # else the path is tried as a hub id and the error blames the hub
         from llmops_cli.errors import DataError
 
@@ -97,11 +100,17 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
                         hint="`llmops tune` (or `dvc repro tune`) writes it, or point eval.adapter at a model dir")
     # Hashed before any generation: the results are bound to exactly this content (register checks it).
     identity = evaluated_model_identity(ecfg.adapter, cfg.model)
-    references = [r["completion"] for r in rows]
-    labels = AnswerLabels.from_rows(rows, references)
-    conversations = [prompt_messages(r) for r in rows]
     device = default_device()
     tokenizer = load_tokenizer(cfg.model, path=ecfg.adapter)
+    references = [reference_text(tokenizer, r, example_messages(r)) for r in rows]
+    labels = AnswerLabels.from_rows(rows, references)
+    conversations = [prompt_messages(r) for r in rows]
+    if ecfg.endpoint and any(r.get("tools") for r in rows):
+        from llmops_cli.errors import ConfigError
+
+        raise ConfigError("eval.endpoint cannot score tool-calling conversations yet (the data has tools)",
+                          hint="evaluate the tuned model in process (unset eval.endpoint); `llmops serve` answers "
+                               "tools, checked by tests/e2e/test_tools_demo.py")
     prompts = render_prompts(tokenizer, rows)
 
     def count_tokens(text: str) -> int:
@@ -153,7 +162,7 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
                             on_batch=(lambda n, name=name: on_progress(name, n)) if on_progress else None)
             hf_tuned = gens.texts if name == "tuned" else hf_tuned
         predictions[name] = gens.texts
-        models[name] = _score(gens, references, labels)
+        models[name] = {**_score(gens, references, labels), **tool_metrics(rows, gens.texts)}
         if ecfg.perplexity and model is not None:
             models[name]["perplexity"] = reference_perplexity(model, tokenizer, prompts, references)
         if name == "tuned" and model is not None:

@@ -17,17 +17,19 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def prompt_messages(row: dict[str, Any]) -> list[dict[str, str]]:
-    """The chat messages that precede the answer: optional system prompt, then the user's prompt."""
+def prompt_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chat messages that precede the answer: optional system prompt, earlier turns, the user's
+    prompt, and the tool rounds after it (calls and their results) in a tool-calling conversation."""
     messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
     # Earlier turns of a multi-turn chat (prep keeps them as `history`) come before the last user turn.
-    history = [{"role": m["role"], "content": m["content"]} for m in row.get("history") or []]
-    return [*messages, *history, {"role": "user", "content": row["prompt"]}]
+    return [*messages, *(row.get("history") or []), {"role": "user", "content": row["prompt"]},
+            *(row.get("trace") or [])]
 
 
-def to_sft_example(row: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
-    """Prompt-completion form: TRL puts the loss on the completion (assistant) tokens only."""
-    return {
-        "prompt": prompt_messages(row),
-        "completion": [{"role": "assistant", "content": row["completion"]}],
-    }
+def render_prompt(tokenizer: Any, row: dict[str, Any]) -> str:
+    """The row's prompt as the model sees it: its template, with the row's tools when it has them."""
+    from llmops_cli.prep.tools import template_messages
+
+    tools = {"tools": row["tools"]} if row.get("tools") else {}
+    return tokenizer.apply_chat_template(template_messages(prompt_messages(row)), tokenize=False,
+                                         add_generation_prompt=True, **tools)
