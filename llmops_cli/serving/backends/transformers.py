@@ -84,9 +84,9 @@ class TransformersBackend(Backend):
 
         tool_plan = plan(body, engine.supports_tools) if kind == "chat" else ToolPlan()
         prompts = self._prompts(engine, kind, body, tool_plan.tools)
-        if tool_plan.mode == "forced":
-            prompts = [await self._forced_prompt(engine, str(prompts[0]), tool_plan)]
         max_tokens = (body.get("max_completion_tokens") or body.get("max_tokens") or self.spec.max_new_tokens)
+        if tool_plan.mode == "forced":
+            prompts = [await self._forced_prompt(engine, str(prompts[0]), tool_plan, max_tokens)]
         # Tokenized once, here: the length checks, usage and generation all use these ids.
         prompt_ids = [await run_in_threadpool(engine.prompt_ids, p) for p in prompts]
         counts = [len(ids) for ids in prompt_ids]
@@ -142,8 +142,7 @@ class TransformersBackend(Backend):
             return [prompt]  # one prompt as token ids
         return list(prompt)
 
-    @staticmethod
-    async def _forced_prompt(engine: Any, prompt: str, tool_plan: Any) -> str:
+    async def _forced_prompt(self, engine: Any, prompt: str, tool_plan: Any, max_tokens: int) -> str:
         """The prompt followed by the start of a call (tool_choice required or named); for "required" with
         several tools, the tool is the one whose call the model finds likeliest."""
         from starlette.concurrency import run_in_threadpool
@@ -151,6 +150,8 @@ class TransformersBackend(Backend):
         from llmops_cli.serving.tools import ToolPlan
 
         if tool_plan.name is None:
+            # Scoring runs the model on the prompt: a prompt too long to answer is refused first.
+            self._check_length(engine, len(await run_in_threadpool(engine.prompt_ids, prompt)), max_tokens)
             names = tool_plan.names
             candidates = [ToolPlan(mode="forced", name=n).prefix() for n in names]
             tool_plan.name = names[await run_in_threadpool(engine.likeliest, prompt, candidates)]

@@ -320,13 +320,18 @@ class _Scripted:
     def __init__(self, text: str) -> None:
         self.text = text
         self.prompts: list[str] = []
+        self.scored: list[list[str]] = []  # the tool names of each likeliest() call
 
     def render_chat(self, messages, tools=None):
         return json.dumps({"messages": messages, "tools": tools})
 
     def prompt_ids(self, prompt):
         self.prompts.append(prompt)
-        return [1, 2, 3]
+        return [1] * max(3, len(prompt) // 4)  # about as many tokens as a real tokenizer makes of it
+
+    def likeliest(self, prompt, continuations):
+        self.scored.append([json.loads(c.split("\n", 1)[1] + ' ""}')["name"] for c in continuations])
+        return 0
 
     async def complete(self, prompt_ids, max_tokens, sampling=None, stop=None):
         from llmops_cli.serving.engine import Completion
@@ -406,3 +411,14 @@ def test_malformed_calls_come_back_as_text_streamed_or_not(scripted):
     assert (choice.message.content, choice.message.tool_calls, choice.finish_reason) == (text, None, "stop")
     chunks = list(api.chat.completions.create(model=MODEL, messages=USER, tools=TOOLS, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+
+
+def test_required_with_a_prompt_too_long_is_refused_before_scoring(scripted):
+    api, engine = scripted(CALLS_TEXT)
+    long = [{"role": "user", "content": "where is my package " * 300}]  # over serve.max_prompt_tokens (1024)
+    with pytest.raises(openai.BadRequestError) as info:
+        api.chat.completions.create(model=MODEL, messages=long, tools=TOOLS, tool_choice="required")
+    assert info.value.body["code"] == "context_length_exceeded" and engine.scored == []
+    reply = api.chat.completions.create(model=MODEL, messages=USER, tools=TOOLS, tool_choice="required")
+    assert engine.scored == [["track_order", "refund"]]  # scored once, over every tool
+    assert reply.choices[0].message.tool_calls[0].function.name == "track_order"  # the scripted engine's pick
