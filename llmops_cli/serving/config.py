@@ -97,7 +97,7 @@ class ServeSection(Section):
     )
     log_redact: list[str] = Field(
         default_factory=lambda: ["email", "phone", "credit_card", "iban", "ip", "private_key", "aws_key",
-                                 "github_token", "openai_key"],
+                                 "aws_secret", "github_token", "openai_key", "slack_token", "jwt"],
         description="PII types replaced by placeholders in logged text (see prep's PII types).",
     )
     log_sample_rate: float = Field(
