@@ -10,14 +10,16 @@ LLMOPS := $(BIN)/llmops
 # dvc stages call `llmops`: put the venv first on PATH for everything make runs.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup demo test lint pipeline base-model prep tune eval register serve stop ask monitor clean vllm test-vllm
+.PHONY: help setup demo demo-tools test test-tools lint pipeline base-model prep tune eval register serve stop ask monitor clean vllm test-vllm
 
 help:
 	@echo "make demo     set up .venv, run the DVC pipeline, leave a live endpoint, send a sample request"
 	@echo "make test     set up .venv and run the test suite"
 	@echo "make stop     stop the demo server"
+	@echo "make demo-tools  the tool-calling demo: stages of configs/tools-demo.yaml, then an openai call with tools"
 	@echo "make vllm     create .venv-vllm with the vLLM build for this machine (CPU or CUDA)"
 	@echo "make test-vllm  the real-vLLM e2e suite (pytest -m vllm; runs make vllm first)"
+	@echo "make test-tools the tool-calling demo end to end (pytest -m tools_demo)"
 	@echo "stage targets: base-model prep tune eval register serve ask monitor pipeline lint clean"
 	@echo "more: monitor-check monitor-report monitor-export monitor-rules bench"
 
@@ -57,6 +59,10 @@ vllm: $(VLLM_VENV)/.installed
 test-vllm: setup vllm
 	$(BIN)/python -m pytest -q -m vllm tests/e2e/test_vllm.py
 
+# The tool-calling demo end to end (tests/e2e/test_tools_demo.py, ~10 min on 2 CPU cores).
+test-tools: setup
+	$(BIN)/python -m pytest -q -m tools_demo tests/e2e/test_tools_demo.py
+
 lint: setup
 	$(BIN)/ruff check llmops_cli tests benchmarks data/raw
 
@@ -81,11 +87,26 @@ ask: setup
 monitor: setup
 	$(LLMOPS) monitor -c $(CONFIG)
 
+# The tool-calling demo (configs/tools-demo.yaml, everything under demo-tools/): the same stages run
+# one by one, then the official openai client calls the served model with `tools`.
+TOOLS_CONFIG ?= configs/tools-demo.yaml
+demo-tools: setup
+	$(LLMOPS) model scaffold -c $(TOOLS_CONFIG)
+	$(LLMOPS) prep -c $(TOOLS_CONFIG)
+	$(LLMOPS) tune -c $(TOOLS_CONFIG)
+	$(LLMOPS) eval -c $(TOOLS_CONFIG)
+	$(LLMOPS) register -c $(TOOLS_CONFIG)
+	$(LLMOPS) register promote latest --to staging -c $(TOOLS_CONFIG)
+	$(LLMOPS) serve status -c $(TOOLS_CONFIG) >/dev/null 2>&1 && $(LLMOPS) serve reload -c $(TOOLS_CONFIG) \
+		|| $(LLMOPS) serve --detach -c $(TOOLS_CONFIG)
+	$(BIN)/python scripts/ask_tools.py demo-tools/serve/endpoint.json "Where is my order 52817?"
+
 stop:
 	-$(LLMOPS) serve stop -c $(CONFIG)
+	-$(LLMOPS) serve stop -c $(TOOLS_CONFIG) 2>/dev/null
 
 clean: stop
-	rm -rf models data/processed artifacts reports registry serve .dvc/cache .dvc/tmp
+	rm -rf models data/processed artifacts reports registry serve demo-tools .dvc/cache .dvc/tmp
 	rm -f metrics/*.json metrics/*.csv dvc.lock
 
 .PHONY: monitor-check monitor-report monitor-export monitor-rules bench

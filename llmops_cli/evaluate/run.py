@@ -241,8 +241,9 @@ def run_eval(cfg: ProjectConfig, on_progress: Progress | None = None) -> EvalRes
     return result
 
 
-_SUMMARY_KEYS = ("exact_match", "token_f1", "rouge_l", "bleu")
-_DELTA_KEYS = ("exact_match", "token_f1", "rouge_l", "bleu", "macro_f1")
+_TOOL_KEYS = ("tool_call_rate", "tool_name_accuracy", "tool_args_accuracy", "tool_answer_exact_match")
+_SUMMARY_KEYS = ("exact_match", "token_f1", "rouge_l", "bleu", *_TOOL_KEYS)
+_DELTA_KEYS = ("exact_match", "token_f1", "rouge_l", "bleu", "macro_f1", *_TOOL_KEYS)
 
 
 def paired_delta(models: dict[str, dict[str, Any]], per_example: dict[str, dict[str, list[float]]],
@@ -267,7 +268,7 @@ def metrics_summary(full: dict[str, Any], results_file: str) -> dict[str, Any]:
             summary[model] = pick(full[model], _SUMMARY_KEYS)
     for name in ("delta", "delta_production"):
         if full.get(name):
-            summary[name] = pick(full[name], ("exact_match", "rouge_l", "bleu"))
+            summary[name] = pick(full[name], ("exact_match", "rouge_l", "bleu", *_TOOL_KEYS))
     if full.get("safety"):
         summary["safety"] = pick(full["safety"], ("leak_rate", "refusal_rate"))
     return summary

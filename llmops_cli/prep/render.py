@@ -156,9 +156,9 @@ class ChatRenderer:
 
     def _render_tools(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Rendered:
         """Tool-calling conversations always take Jinja: the template decides how calls and results look."""
-        from llmops_cli.prep.tools import supports_tools, template_messages
+        from llmops_cli.prep.tools import renders_tools, template_messages
 
-        if not supports_tools(self.template):
+        if not renders_tools(self.template):
             raise ConfigError(f"the chat template ({self.template_source}) cannot render tools or tool calls: "
                               "the data has tool-calling conversations",
                               hint="use a model whose template supports tools (Qwen2.5, Llama 3.1, ...) or set "

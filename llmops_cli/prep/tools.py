@@ -154,6 +154,7 @@ def template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def supports_tools(template: str) -> bool:
-    """Whether a chat template renders a tools list and tool calls (it reads both variables)."""
+def renders_tools(template: str) -> bool:
+    """Whether a chat template renders a tools list and tool calls (it reads both variables): what training
+    needs. Serving also needs the calls in a format it parses back (serving/tools.py supports_tools)."""
     return "tools" in template and "tool_calls" in template
