@@ -259,10 +259,11 @@ def example_messages(ex: dict[str, Any], system_prompt: str | None = None) -> li
 
 def example_texts(ex: dict[str, Any]) -> list[str]:
     """Every text field of an example (what PII detection and dedup look at): tool results and call
-    arguments included, since both carry user data."""
+    arguments included, since both carry user data. The prompt and the completion stay last: the
+    pipeline keys a row's split on the prompt (texts[-2])."""
     if "text" in ex:
         return [ex["text"]]
     turns = [*ex.get("history", []), *ex.get("trace", [])]
     calls = [c["arguments"] for t in [*turns, ex] for c in t.get("tool_calls", ())]
-    return [ex.get("system", ""), *(t["content"] for t in ex.get("history", [])), ex["prompt"],
-            *(t["content"] for t in ex.get("trace", [])), *calls, ex["completion"]]
+    return [ex.get("system", ""), *(t["content"] for t in ex.get("history", [])),
+            *(t["content"] for t in ex.get("trace", [])), *calls, ex["prompt"], ex["completion"]]

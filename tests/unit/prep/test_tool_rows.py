@@ -119,3 +119,14 @@ def test_source_level_tools_and_a_call_outside_them(tmp_path, tiny_model):
     cfg.prep.sources[0].tools = None
     result = run_prep(cfg.prep, cfg.model)  # tool calls with no tools to call: quarantined with the reason
     assert result.quarantined == 10 and result.reasons == {"bad_tools": 10}
+
+
+def test_tool_rows_are_split_by_their_prompt_not_by_their_calls(tmp_path, tiny_model):
+    # Every row calls the same function with the same arguments: a split keyed on them puts all in one split.
+    rows = [openai_row(i) for i in range(200)]
+    for row in rows:
+        row["messages"][2]["tool_calls"][0]["function"]["arguments"] = json.dumps({"city": "Oslo"})
+    config = project_yaml(tmp_path, tiny_model, write_jsonl(tmp_path / "rows.jsonl", rows))
+    cfg = load_config(config, ["prep.fields.label=null", "prep.near_dup.enabled=false"])
+    splits = run_prep(cfg.prep, cfg.model).splits
+    assert splits["test"] > 0 and splits["validation"] > 0, splits
