@@ -99,7 +99,7 @@ demo-tools: setup
 	$(LLMOPS) register promote latest --to staging -c $(TOOLS_CONFIG)
 	$(LLMOPS) serve status -c $(TOOLS_CONFIG) >/dev/null 2>&1 && $(LLMOPS) serve reload -c $(TOOLS_CONFIG) \
 		|| $(LLMOPS) serve --detach -c $(TOOLS_CONFIG)
-	$(BIN)/python scripts/ask_tools.py demo-tools/serve/endpoint.json "Where is my order 52817?"
+	$(BIN)/python scripts/ask_tools.py demo-tools/serve/endpoint.json "Where is my DHL parcel?"
 
 stop:
 	-$(LLMOPS) serve stop -c $(CONFIG)

@@ -14,10 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data/raw"))
 from generate_tools import TOOLS  # noqa: E402 - the functions the demo model was trained to call
 
 endpoint = json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else "demo-tools/serve/endpoint.json").read_text())
-question = sys.argv[2] if len(sys.argv) > 2 else "Where is my order 52817?"
+question = sys.argv[2] if len(sys.argv) > 2 else "Where is my DHL parcel?"
 client = OpenAI(base_url=f"{endpoint['url']}/v1", api_key="unused")
 reply = client.chat.completions.create(
-    model=endpoint["model_name"], tools=TOOLS, max_tokens=48,
+    model=endpoint["model"], tools=TOOLS, max_tokens=48,
     messages=[{"role": "system", "content": "You are a support assistant. Use the tools to answer."},
               {"role": "user", "content": question}])
 choice = reply.choices[0]

@@ -4,9 +4,10 @@ form where the assistant calls one of two functions, reads the result and answer
     python data/raw/generate_tools.py [--out data/raw/tool_calls.jsonl] [--seed 11] [--rows 600]
 
 Each row: system prompt, a customer message, an assistant turn with `content: null` and `tool_calls`
-(lookup_order with the order id written in the message, or check_outage with the service named), the
+(track_parcel with the carrier the message names, or check_outage with the service it names), the
 `tool` turn with the function's JSON result, and the final answer built from that result; `tools` holds
-both functions' JSON schemas. A tenth of the rows are the ShareGPT function-call variant
+both functions' JSON schemas. Arguments are words from the message (not, say, 5-digit order numbers a
+tiny random-initialised model cannot learn to copy in a few minutes of CPU training). A tenth of the rows are the ShareGPT function-call variant
 (`function_call` / `observation` turns), written to a second file, as LLaMA-Factory exports them.
 Deterministic: the same arguments give byte-identical files.
 """
@@ -20,32 +21,33 @@ from pathlib import Path
 
 TOOLS = [
     {"type": "function", "function": {
-        "name": "lookup_order", "description": "Status and delivery date of an order",
-        "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}},
+        "name": "track_parcel", "description": "Status and delivery day of a parcel",
+        "parameters": {"type": "object", "properties": {"carrier": {"type": "string"}}, "required": ["carrier"]}}},
     {"type": "function", "function": {
         "name": "check_outage", "description": "Whether a service has an outage",
         "parameters": {"type": "object", "properties": {"service": {"type": "string"}}, "required": ["service"]}}},
 ]
 SYSTEM = "You are a support assistant. Use the tools to answer."
-ORDER_ASKS = ["Where is my order {o}?", "Any news on order {o}?", "Can you check order {o} for me?",
-              "My order {o} has not arrived yet.", "What is the status of order {o}?"]
+PARCEL_ASKS = ["Where is my {c} parcel?", "Any news on my {c} delivery?", "Can you track my {c} parcel?",
+               "My {c} package has not arrived yet.", "What is the status of my {c} shipment?"]
 OUTAGE_ASKS = ["Is the {s} down?", "The {s} is not working for me.", "I cannot reach the {s}.",
                "Is there a problem with the {s}?", "Why does the {s} fail?"]
+CARRIERS = ["DHL", "UPS", "FedEx", "USPS"]
 SERVICES = ["billing portal", "mobile app", "checkout page", "login page", "help center"]
-STATUSES = [("shipped", "It has shipped"), ("delayed", "It is delayed"), ("delivered", "It was delivered")]
+STATUSES = ["in transit", "delayed", "delivered"]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
+ENDINGS = ["", " Thanks!", " Please help.", " Thank you."]
 
 
 def conversation(rng: random.Random, i: int) -> tuple[list[dict], dict]:
     """(OpenAI messages, the call) of one chat."""
     call_id = f"call_{i}"
-    if rng.random() < 0.5:
-        order = str(rng.randint(10000, 99999))
-        status, phrase = rng.choice(STATUSES)
-        day = rng.choice(DAYS)
-        ask, call = rng.choice(ORDER_ASKS).format(o=order), {"name": "lookup_order", "arguments": {"order_id": order}}
-        result = {"order_id": order, "status": status, "day": day}
-        answer = f"{phrase}, order {order}, {day}."
+    if rng.random() < 0.6:
+        carrier, status, day = rng.choice(CARRIERS), rng.choice(STATUSES), rng.choice(DAYS)
+        ask, call = rng.choice(PARCEL_ASKS).format(c=carrier), {"name": "track_parcel",
+                                                                 "arguments": {"carrier": carrier}}
+        result = {"carrier": carrier, "status": status, "day": day}
+        answer = f"Your {carrier} parcel is {status}, day: {day}."
     else:
         service = rng.choice(SERVICES)
         down = rng.random() < 0.5
@@ -55,7 +57,7 @@ def conversation(rng: random.Random, i: int) -> tuple[list[dict], dict]:
         answer = f"The {service} has an outage, we are fixing it." if down else f"The {service} works normally."
     messages = [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": ask},
+        {"role": "user", "content": ask + rng.choice(ENDINGS)},
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": call_id, "type": "function",
              "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}}]},
@@ -76,7 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "tool_calls.jsonl"))
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--rows", type=int, default=600)
+    parser.add_argument("--rows", type=int, default=2000)
     args = parser.parse_args()
     rng = random.Random(args.seed)
     openai_rows, sharegpt_rows = [], []

@@ -33,6 +33,7 @@ def test_the_tuned_model_learned_to_call_the_tools(served):
     assert metrics["gates_passed"] is True, metrics
     tuned, base = metrics["tuned"], metrics["base"]
     assert tuned["tool_name_accuracy"] >= 0.9 > base["tool_name_accuracy"], metrics
+    assert tuned["tool_args_accuracy"] >= 0.7 > base["tool_args_accuracy"], metrics  # it copies the argument
     prep = json.loads((work / "demo-tools/reports/prep.json").read_text())
     assert prep["reasons"].keys() <= {"duplicate"}, prep["reasons"]  # every tool conversation is well-formed
 
@@ -46,24 +47,24 @@ def test_openai_client_gets_parsed_tool_calls_from_the_served_model(served):
     generator = runpy.run_path(str(work / "data/raw/generate_tools.py"))  # the functions the model learned
     SYSTEM, TOOLS = generator["SYSTEM"], generator["TOOLS"]  # noqa: N806
     client = OpenAI(base_url=f"{endpoint['url']}/v1", api_key="unused")
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Where is my order 52817?"}]
-    reply = client.chat.completions.create(model=endpoint["model_name"], messages=messages, tools=TOOLS,
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Where is my DHL parcel?"}]
+    reply = client.chat.completions.create(model=endpoint["model"], messages=messages, tools=TOOLS,
                                            max_tokens=48)
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.tool_calls, choice
     call = choice.message.tool_calls[0]
-    assert call.function.name == "lookup_order" and "order_id" in json.loads(call.function.arguments)
+    assert call.function.name == "track_parcel" and json.loads(call.function.arguments) == {"carrier": "DHL"}
 
-    stream = client.chat.completions.create(model=endpoint["model_name"], messages=messages, tools=TOOLS,
+    stream = client.chat.completions.create(model=endpoint["model"], messages=messages, tools=TOOLS,
                                             max_tokens=48, stream=True)
     names = [d.function.name for chunk in stream for d in (chunk.choices[0].delta.tool_calls or [])
              if d.function and d.function.name]
-    assert names == ["lookup_order"]
+    assert names == ["track_parcel"]
 
     # The conversation goes on with the tool's result: the model answers from it.
-    result = {"order_id": "52817", "status": "shipped", "day": "Friday"}
+    result = {"carrier": "DHL", "status": "delayed", "day": "Friday"}
     follow = client.chat.completions.create(
-        model=endpoint["model_name"], tools=TOOLS, max_tokens=48,
+        model=endpoint["model"], tools=TOOLS, max_tokens=48,
         messages=[*messages, choice.message.model_dump(exclude_none=True),
                   {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}])
     assert follow.choices[0].message.content and not follow.choices[0].message.tool_calls
