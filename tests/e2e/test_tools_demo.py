@@ -35,7 +35,7 @@ def test_the_tuned_model_learned_to_call_the_tools(served):
     assert tuned["tool_name_accuracy"] >= 0.9 > base["tool_name_accuracy"], metrics
     assert tuned["tool_args_accuracy"] >= 0.7 > base["tool_args_accuracy"], metrics  # it copies the argument
     prep = json.loads((work / "demo-tools/reports/prep.json").read_text())
-    assert prep["reasons"].keys() <= {"duplicate"}, prep["reasons"]  # every tool conversation is well-formed
+    assert prep["reasons"].keys() <= {"duplicate", "near_duplicate"}, prep["reasons"]  # none malformed
 
 
 def test_openai_client_gets_parsed_tool_calls_from_the_served_model(served):
@@ -57,8 +57,8 @@ def test_openai_client_gets_parsed_tool_calls_from_the_served_model(served):
 
     stream = client.chat.completions.create(model=endpoint["model"], messages=messages, tools=TOOLS,
                                             max_tokens=48, stream=True)
-    names = [d.function.name for chunk in stream for d in (chunk.choices[0].delta.tool_calls or [])
-             if d.function and d.function.name]
+    names = [d.function.name for chunk in stream if chunk.choices  # the last chunk carries usage only
+             for d in (chunk.choices[0].delta.tool_calls or []) if d.function and d.function.name]
     assert names == ["track_parcel"]
 
     # The conversation goes on with the tool's result: the model answers from it.
