@@ -17,6 +17,7 @@ validation example never stays in train, and within a split the first occurrence
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import tempfile
 import zlib
@@ -36,6 +37,8 @@ _PAD = 1 << 32  # stands for missing words in a row shorter than one n-gram: no 
 _BLOCK = 1 << 16  # rows of band hashes per preallocated block
 _FLUSH_SHINGLES = 1 << 14  # shingles per vectorised MinHash batch: (shingles x perms) uint64 stays ~30 MB
 _SHINGLE_CACHE = 1024  # shingle sets of recent candidates (a kept row with many near-dups is read once)
+_CHUNK_GRAMS = 1 << 18  # candidate n-gram hashes filtered per vectorised step (2 MB of uint64)
+_TABLE_BITS = 16  # membership table of one row's n-gram hashes: 64 KB of bools, refilled per row
 
 
 def shingles(text: str, n: int) -> list[bytes]:
@@ -99,8 +102,8 @@ def _words(text: str, ngram: int) -> list[int]:
     return words + [_PAD] * (ngram - len(words)) if len(words) < ngram else words
 
 
-def _signatures(words: list[int], lengths: list[int], h: _Hashes) -> np.ndarray:
-    """MinHash signatures (perms x rows, uint64 holding 32-bit values) of a batch of rows given as word hashes."""
+def _grams(words: list[int], lengths: list[int], h: _Hashes) -> np.ndarray:
+    """64-bit n-gram hashes of a batch of rows given as word hashes, row after row (len - n + 1 per row)."""
     import numpy as np
 
     w = np.array(words, dtype=np.uint64)
@@ -109,12 +112,24 @@ def _signatures(words: list[int], lengths: list[int], h: _Hashes) -> np.ndarray:
         grams = w[: len(w) - n + 1] * h.gram[0]
         for k in range(1, n):
             grams += w[k: len(w) - n + 1 + k] * h.gram[k]
-        ends = np.cumsum(lengths)
-        # n-grams crossing from one row into the next are dropped; every row keeps len - n + 1 >= 1 of them
-        keep = np.ones(len(grams), dtype=bool)
-        for k in range(1, n):
-            keep[ends[:-1] - k] = False
-        grams = (grams[keep] * h.fold) >> np.uint64(32)
+    ends = np.cumsum(lengths)
+    # n-grams crossing from one row into the next are dropped; every row keeps len - n + 1 >= 1 of them
+    keep = np.ones(len(grams), dtype=bool)
+    for k in range(1, n):
+        keep[ends[:-1] - k] = False
+    return grams[keep]
+
+
+def _signatures(words: list[int], lengths: list[int], h: _Hashes, grams: np.ndarray | None = None) -> np.ndarray:
+    """MinHash signatures (perms x rows, uint64 holding 32-bit values) of a batch of rows given as word hashes."""
+    import numpy as np
+
+    n = h.ngram
+    if grams is None:
+        grams = _grams(words, lengths, h)
+    ends = np.cumsum(lengths)
+    with np.errstate(over="ignore"):
+        grams = (grams * h.fold) >> np.uint64(32)
         # perms x shingles: each permutation is one contiguous pass over the shingles (the transposed layout
         # is several times slower in numpy)
         values = np.empty((len(h.a), len(grams)), dtype=np.uint64)
@@ -154,16 +169,23 @@ class NearDupIndex:
         self._words: list[int] = []
         self._lengths: list[int] = []
         self._cache: OrderedDict[int, set[bytes]] = OrderedDict()
+        # each row's sorted distinct 64-bit n-gram hashes, spooled next to the keys: the bulk filter's input
+        self._gram_spool = tempfile.TemporaryFile(dir=spool_dir, prefix="neardup-grams-")
+        self._gram_offsets = array("Q", [0])  # in hashes
+        self._collide: set[int] = set()  # rows where two distinct n-grams share a hash (~never at 64 bits)
+        self.candidate_pairs = 0  # (row, kept candidate) pairs that resolve looked at
+        self.exact_checks = 0  # of them, the ones the hashed Jaccard could not reject
 
     @property
     def bytes_per_row(self) -> int:
-        """Memory the index holds per row: the band hashes and the row's spool offset."""
-        return self.bands * 4 + self._offsets.itemsize
+        """Memory the index holds per row: the band hashes and the row's two spool offsets."""
+        return self.bands * 4 + self._offsets.itemsize + self._gram_offsets.itemsize
 
     @property
     def nbytes(self) -> int:
         """Memory the index holds now (allocated blocks, offsets, pending batch)."""
         return (sum(b.nbytes for b in self._blocks) + len(self._offsets) * self._offsets.itemsize
+                + len(self._gram_offsets) * self._gram_offsets.itemsize
                 + 8 * (len(self._words) + len(self._lengths)))
 
     def add(self, key_text: str) -> int:
@@ -186,7 +208,10 @@ class NearDupIndex:
             return
         import numpy as np
 
-        sig = _signatures(self._words, self._lengths, self._hashes)
+        grams = _grams(self._words, self._lengths, self._hashes)
+        self._spool_grams(grams, self._lengths)
+        sig = _signatures(self._words, self._lengths, self._hashes, grams)
+        del grams
         count = sig.shape[1]
         with np.errstate(over="ignore"):
             sig = sig.reshape(self.bands, self.rows, count) * self._hashes.band[None, :, None]
@@ -203,6 +228,34 @@ class NearDupIndex:
             self._blocks[-1][:, self._filled:self._filled + take] = bands[:, done:done + take]
             self._filled += take
             done += take
+
+    def _spool_grams(self, grams: np.ndarray, lengths: list[int]) -> None:
+        """Append each row's sorted distinct n-gram hashes to the gram spool. A row with fewer distinct hashes
+        than distinct n-grams (a 64-bit collision inside the row; checked on the text only when the row has
+        repeated hashes) is remembered: the hashed Jaccard is an upper bound only for rows without one."""
+        import numpy as np
+
+        per_row = np.asarray(lengths, dtype=np.int64) - (self.ngram - 1)
+        row = np.repeat(np.arange(len(lengths)), per_row)
+        order = np.lexsort((grams, row))
+        grams, row = grams[order], row[order]
+        first = np.ones(len(grams), dtype=bool)
+        first[1:] = (grams[1:] != grams[:-1]) | (row[1:] != row[:-1])
+        distinct = np.bincount(row[first], minlength=len(lengths))
+        self._gram_spool.write(grams[first].tobytes())
+        base = len(self._gram_offsets) - 1
+        total = self._gram_offsets[-1]
+        for count in distinct.tolist():
+            total += count
+            self._gram_offsets.append(total)
+        repeated = np.flatnonzero(distinct < per_row).tolist()
+        if repeated:
+            self._spool.flush()
+            for r in repeated:
+                start, end = self._offsets[base + r], self._offsets[base + r + 1]
+                data = os.pread(self._spool.fileno(), end - start, start) if end > start else b""
+                if len(set(_shingles(data, self.ngram))) != int(distinct[r]):
+                    self._collide.add(base + r)
 
     def _band(self, k: int) -> np.ndarray:
         import numpy as np
@@ -266,36 +319,96 @@ class NearDupIndex:
         order = np.argsort(rank, kind="stable")  # test, validation, train; then in input order
         del rank
         groups = self._groups(order)
-        kept_in: dict[int, list[int]] = {}  # group x bands + band -> positions of its kept rows, in order
+        self._gram_spool.flush()
+        size = self._gram_offsets[-1] * 8
+        view = mmap.mmap(self._gram_spool.fileno(), size, access=mmap.ACCESS_READ)  # pages, not heap
+        try:
+            grams = np.frombuffer(view, dtype=np.uint64)
+            offsets = np.frombuffer(self._gram_offsets, dtype=np.uint64).astype(np.int64)
+            removed = self._resolve(order, groups, grams, offsets)
+        finally:
+            grams = offsets = None  # the mmap cannot close while numpy views of it exist
+            view.close()
+        return removed
+
+    def _resolve(self, order: np.ndarray, groups: np.ndarray, grams: np.ndarray,
+                 offsets: np.ndarray) -> dict[int, tuple[int, float]]:
+        import numpy as np
+
+        kept_in: dict[int, array] = {}  # group x bands + band -> positions of its kept rows, in order
         removed: dict[int, tuple[int, float]] = {}
         bands = self.bands
         for pos in np.flatnonzero((groups >= 0).any(axis=1)).tolist():  # rows in priority order
             mine = [g * bands + k for k, g in enumerate(groups[pos].tolist()) if g >= 0]
-            candidates = sorted({c for g in mine for c in kept_in.get(g, ())})
+            lists = [kept_in[g] for g in mine if g in kept_in]
             row = int(order[pos])  # numpy scalars, not a list: a Python int per row costs 36 bytes
-            match = self._first_match(row, [int(order[c]) for c in candidates])
-            if match is not None:
-                removed[row] = match
-                continue
+            if lists:
+                found = np.concatenate([np.frombuffer(a, dtype=np.int32) for a in lists])
+                # positions are priority order: the first match in it is the row kept
+                match = self._first_match(row, order[np.unique(found)], grams, offsets)
+                if match is not None:
+                    removed[row] = match
+                    continue
             for g in mine:
-                kept_in.setdefault(g, []).append(pos)
+                kept_in.setdefault(g, array("i")).append(pos)
         return removed
 
-    def _first_match(self, i: int, candidates: list[int]) -> tuple[int, float] | None:
-        if not candidates:
-            return None
-        mine = self._shingle_set(i)
-        for j in candidates:
-            theirs = self._shingle_set(j)
-            common = len(mine & theirs)
-            sim = common / (len(mine) + len(theirs) - common)
-            if sim >= self.threshold:
-                return j, sim
+    def _first_match(self, i: int, candidates: np.ndarray, grams: np.ndarray,
+                     offsets: np.ndarray) -> tuple[int, float] | None:
+        """The first candidate whose exact Jaccard with row i reaches the threshold.
+
+        Candidates are filtered in bulk on the rows' distinct n-gram hashes first. Counting a candidate hash
+        as shared when its slot in row i's membership table is set over-counts (slot or 64-bit collisions),
+        never under-counts the shared n-grams of two rows without an in-row collision, whose distinct hash
+        counts are their distinct n-gram counts: so the hashed c / (|A| + |B| - c), increasing in c, is >= the
+        exact Jaccard, and a candidate below the threshold on it is not a near-duplicate. The exact set check
+        runs only on the candidates that pass (and on rows with an in-row collision).
+        """
+        import numpy as np
+
+        self.candidate_pairs += len(candidates)
+        shift = np.uint64(64 - _TABLE_BITS)
+        fold = self._hashes.fold
+        mine = grams[offsets[i]:offsets[i + 1]]
+        table = np.zeros(1 << _TABLE_BITS, dtype=bool)
+        with np.errstate(over="ignore"):
+            table[(mine * fold) >> shift] = True
+        size = len(mine)
+        exact_all = i in self._collide
+        starts, lengths = offsets[candidates], offsets[candidates + 1] - offsets[candidates]
+        ends = np.cumsum(lengths)
+        done = 0
+        while done < len(candidates):  # chunks of about _CHUNK_GRAMS hashes: bounded memory, early exit
+            stop = max(done + 1, int(np.searchsorted(ends, ends[done] - lengths[done] + _CHUNK_GRAMS, "right")))
+            lens = lengths[done:stop]
+            first = np.cumsum(lens) - lens
+            idx = np.repeat(starts[done:stop] - first, lens) + np.arange(int(lens.sum()))
+            with np.errstate(over="ignore"):
+                hit = table[(grams[idx] * fold) >> shift]
+            common = np.add.reduceat(hit, first, dtype=np.int64)
+            bound = common / (size + lens - common)
+            passing = np.flatnonzero(bound >= self.threshold) if not exact_all else np.arange(len(lens))
+            if self._collide and not exact_all:
+                flagged = [k for k, j in enumerate(candidates[done:stop].tolist()) if j in self._collide]
+                passing = np.union1d(passing, np.asarray(flagged, dtype=np.int64))
+            for j in candidates[done:stop][passing].tolist():
+                match = self._exact(i, j)
+                if match is not None:
+                    return match
+            done = stop
         return None
 
+    def _exact(self, i: int, j: int) -> tuple[int, float] | None:
+        self.exact_checks += 1
+        mine, theirs = self._shingle_set(i), self._shingle_set(j)
+        common = len(mine & theirs)
+        sim = common / (len(mine) + len(theirs) - common)
+        return (j, sim) if sim >= self.threshold else None
+
     def close(self) -> None:
-        """Delete the spool of dedup keys (the index can no longer compare rows)."""
+        """Delete the spools of dedup keys and n-gram hashes (the index can no longer compare rows)."""
         self._spool.close()
+        self._gram_spool.close()
         self._cache.clear()
 
     def __len__(self) -> int:

@@ -160,3 +160,40 @@ def test_index_memory_stays_under_1kb_per_row():
         tracemalloc.stop()
     assert len(removed) >= rows // 5 - 100
     assert grown <= 1024 and resolve_peak <= 1024, (grown, resolve_peak)
+
+
+def test_template_heavy_rows_are_rejected_in_bulk_not_by_exact_checks():
+    """Rows sharing a long boilerplate are all mutual LSH candidates (pairwise J ~0.4 < 0.8); the hashed
+    n-gram Jaccard (never below the exact one) must reject them, leaving the exact set check for the few
+    pairs that can reach the threshold: the planted near-copies."""
+    rng = random.Random(13)
+    vocab = [f"t{i}" for i in range(5000)]
+    template = [rng.choice(vocab) for _ in range(30)]
+    texts = [" ".join(template + [rng.choice(vocab) for _ in range(20)]) for _ in range(300)]
+    texts += [t + " extra" for t in texts[:10]]  # near-copies at J ~0.98: must still be removed
+    index = NearDupIndex(threshold=0.8, num_perm=NearDupSpec().num_perm, ngram=3)
+    for text in texts:
+        index.add(text)
+    removed = index.resolve(["train"] * len(texts))
+    assert sorted(removed) == list(range(300, 310))
+    assert index.candidate_pairs > 5000  # the template really makes most pairs candidates
+    assert index.exact_checks <= 20, (index.exact_checks, index.candidate_pairs)
+
+
+def test_in_row_hash_collisions_fall_back_to_the_exact_check(monkeypatch):
+    """With n-gram hashes squeezed to 12 bits, rows collide inside themselves: the hashed Jaccard then need not
+    bound the exact one, so those rows are flagged for the exact check, and no near-duplicate survives."""
+    import llmops_cli.prep.neardup as neardup
+
+    real = neardup._grams
+    monkeypatch.setattr(neardup, "_grams", lambda *a: real(*a) >> real(*a).dtype.type(52))
+    threshold = NearDupSpec().threshold
+    texts, _, _ = _planted(17, threshold, bases=300)
+    index = NearDupIndex(threshold=threshold, num_perm=NearDupSpec().num_perm, ngram=3)
+    for text in texts:
+        index.add(text)
+    removed = index.resolve(["train"] * len(texts))
+    assert index._collide  # the squeezed hashes really collide inside rows
+    kept = set(range(len(texts))) - set(removed)
+    similar = _similar_pairs(texts, threshold)
+    assert similar and [(a, b) for a, b in similar if a in kept and b in kept] == []
