@@ -17,7 +17,6 @@ validation example never stays in train, and within a split the first occurrence
 from __future__ import annotations
 
 import math
-import mmap
 import os
 import tempfile
 import zlib
@@ -320,19 +319,25 @@ class NearDupIndex:
         del rank
         groups = self._groups(order)
         self._gram_spool.flush()
-        size = self._gram_offsets[-1] * 8
-        view = mmap.mmap(self._gram_spool.fileno(), size, access=mmap.ACCESS_READ)  # pages, not heap
-        try:
-            grams = np.frombuffer(view, dtype=np.uint64)
-            offsets = np.frombuffer(self._gram_offsets, dtype=np.uint64).astype(np.int64)
-            removed = self._resolve(order, groups, grams, offsets)
-        finally:
-            grams = offsets = None  # the mmap cannot close while numpy views of it exist
-            view.close()
-        return removed
+        offsets = np.frombuffer(self._gram_offsets, dtype=np.uint64).astype(np.int64)
+        return self._resolve(order, groups, offsets)
 
-    def _resolve(self, order: np.ndarray, groups: np.ndarray, grams: np.ndarray,
-                 offsets: np.ndarray) -> dict[int, tuple[int, float]]:
+    def _read_grams(self, rows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The spooled n-gram hashes of some rows (ascending indices), concatenated, and their counts. Read
+        with pread, not mmap: mapped pages of the whole spool would count in the process's RSS."""
+        import numpy as np
+
+        starts, lens = offsets[rows], offsets[rows + 1] - offsets[rows]
+        fd = self._gram_spool.fileno()
+        span = int(offsets[rows[-1] + 1] - starts[0])
+        if span <= 4 * int(lens.sum()):  # dense (the template case): one read, then gather
+            data = np.frombuffer(os.pread(fd, span * 8, int(starts[0]) * 8), dtype=np.uint64)
+            first = np.cumsum(lens) - lens
+            return data[np.repeat(starts - starts[0] - first, lens) + np.arange(int(lens.sum()))], lens
+        parts = [os.pread(fd, n * 8, s * 8) for s, n in zip(starts.tolist(), lens.tolist(), strict=True)]
+        return np.frombuffer(b"".join(parts), dtype=np.uint64), lens
+
+    def _resolve(self, order: np.ndarray, groups: np.ndarray, offsets: np.ndarray) -> dict[int, tuple[int, float]]:
         import numpy as np
 
         kept_in: dict[int, array] = {}  # group x bands + band -> positions of its kept rows, in order
@@ -345,7 +350,7 @@ class NearDupIndex:
             if lists:
                 found = np.concatenate([np.frombuffer(a, dtype=np.int32) for a in lists])
                 # positions are priority order: the first match in it is the row kept
-                match = self._first_match(row, order[np.unique(found)], grams, offsets)
+                match = self._first_match(row, order[np.unique(found)], offsets)
                 if match is not None:
                     removed[row] = match
                     continue
@@ -353,8 +358,7 @@ class NearDupIndex:
                 kept_in.setdefault(g, array("i")).append(pos)
         return removed
 
-    def _first_match(self, i: int, candidates: np.ndarray, grams: np.ndarray,
-                     offsets: np.ndarray) -> tuple[int, float] | None:
+    def _first_match(self, i: int, candidates: np.ndarray, offsets: np.ndarray) -> tuple[int, float] | None:
         """The first candidate whose exact Jaccard with row i reaches the threshold.
 
         Candidates are filtered in bulk on the rows' distinct n-gram hashes first. Counting a candidate hash
@@ -367,36 +371,43 @@ class NearDupIndex:
         import numpy as np
 
         self.candidate_pairs += len(candidates)
+        if i in self._collide:
+            passing = np.arange(len(candidates))
+        else:
+            passing = self._hash_filter(i, candidates, offsets)
+            if self._collide:
+                flagged = [k for k, j in enumerate(candidates.tolist()) if j in self._collide]
+                passing = np.union1d(passing, np.asarray(flagged, dtype=np.int64))
+        for j in candidates[passing].tolist():  # in priority order
+            match = self._exact(i, j)
+            if match is not None:
+                return match
+        return None
+
+    def _hash_filter(self, i: int, candidates: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Positions (ascending) in `candidates` whose hashed Jaccard with row i reaches the threshold."""
+        import numpy as np
+
         shift = np.uint64(64 - _TABLE_BITS)
         fold = self._hashes.fold
-        mine = grams[offsets[i]:offsets[i + 1]]
+        mine, _ = self._read_grams(np.array([i]), offsets)
         table = np.zeros(1 << _TABLE_BITS, dtype=bool)
         with np.errstate(over="ignore"):
             table[(mine * fold) >> shift] = True
-        size = len(mine)
-        exact_all = i in self._collide
-        starts, lengths = offsets[candidates], offsets[candidates + 1] - offsets[candidates]
-        ends = np.cumsum(lengths)
+        by_index = np.argsort(candidates, kind="stable")  # file order: dense spans are read at once
+        ends = np.cumsum((offsets[candidates + 1] - offsets[candidates])[by_index])
+        passing: list[np.ndarray] = []
         done = 0
-        while done < len(candidates):  # chunks of about _CHUNK_GRAMS hashes: bounded memory, early exit
-            stop = max(done + 1, int(np.searchsorted(ends, ends[done] - lengths[done] + _CHUNK_GRAMS, "right")))
-            lens = lengths[done:stop]
-            first = np.cumsum(lens) - lens
-            idx = np.repeat(starts[done:stop] - first, lens) + np.arange(int(lens.sum()))
+        while done < len(candidates):  # chunks of about _CHUNK_GRAMS hashes: bounded memory
+            stop = max(done + 1, int(np.searchsorted(ends, (ends[done - 1] if done else 0) + _CHUNK_GRAMS, "right")))
+            part = by_index[done:stop]
+            grams, lens = self._read_grams(candidates[part], offsets)
             with np.errstate(over="ignore"):
-                hit = table[(grams[idx] * fold) >> shift]
-            common = np.add.reduceat(hit, first, dtype=np.int64)
-            bound = common / (size + lens - common)
-            passing = np.flatnonzero(bound >= self.threshold) if not exact_all else np.arange(len(lens))
-            if self._collide and not exact_all:
-                flagged = [k for k, j in enumerate(candidates[done:stop].tolist()) if j in self._collide]
-                passing = np.union1d(passing, np.asarray(flagged, dtype=np.int64))
-            for j in candidates[done:stop][passing].tolist():
-                match = self._exact(i, j)
-                if match is not None:
-                    return match
+                hit = table[(grams * fold) >> shift]
+            common = np.add.reduceat(hit, np.cumsum(lens) - lens, dtype=np.int64)
+            passing.append(part[common / (len(mine) + lens - common) >= self.threshold])
             done = stop
-        return None
+        return np.sort(np.concatenate(passing))
 
     def _exact(self, i: int, j: int) -> tuple[int, float] | None:
         self.exact_checks += 1
