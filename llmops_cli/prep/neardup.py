@@ -9,7 +9,10 @@ the threshold so that a pair at the threshold fails to share a band with probabi
 Once every row has its split, rows are visited in priority order: test first, then validation, then
 train. A row's candidates are the already kept rows that share a band hash with it (grouped per band by
 sorting, not with bucket dicts); the first candidate, in that order, whose exact Jaccard similarity on the
-word n-gram shingles (re-read from the spool) reaches the threshold removes the row. So, up to the LSH miss
+word n-gram shingles (re-read from the spool) reaches the threshold removes the row. Candidates are first
+filtered in bulk on each row's distinct 64-bit n-gram hashes (spooled at add time too): that hashed Jaccard
+is never below the exact one (see `_first_match`), so the exact check runs only where it can succeed, and
+rows sharing a long template (all mutual candidates) stay cheap. So, up to the LSH miss
 probability, no two surviving rows (in any splits) are near-duplicates: a near-duplicate of a test or
 validation example never stays in train, and within a split the first occurrence is kept.
 """
