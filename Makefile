@@ -83,7 +83,7 @@ serve: setup
 	$(LLMOPS) register promote latest --to staging -c $(CONFIG)
 	$(LLMOPS) serve --detach -c $(CONFIG)
 ask: setup
-	$(LLMOPS) serve ask -c $(CONFIG) "$(or $(MSG),My package never arrived, where is it?)"
+	$(LLMOPS) serve ask -c $(CONFIG) "$(or $(MSG),My package with the laptop has not arrived yet. Where is order 52817?)"
 monitor: setup
 	$(LLMOPS) monitor -c $(CONFIG)
 
