@@ -4,11 +4,13 @@ eval (tool-call gates) -> register -> serve, and the official openai client gets
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 from tests.e2e.conftest import demo_copy, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tools_demo]
@@ -23,12 +25,12 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     for step in (["model", "scaffold"], ["prep"], ["tune"], ["eval"], ["register"],
                  ["register", "promote", "latest", "--to", "staging"], ["serve", "--detach"]):
         run(["llmops", *step, "-c", CONFIG], work, env)
-    yield work, json.loads((work / "demo-tools/serve/endpoint.json").read_text())
+    yield work, json.loads((work / "demo-tools/serve/endpoint.json").read_text()), env
     subprocess.run(["llmops", "serve", "stop", "-c", CONFIG], cwd=work, env=env, timeout=60)
 
 
 def test_the_tuned_model_learned_to_call_the_tools(served):
-    work, _ = served
+    work, _, _ = served
     metrics = json.loads((work / "demo-tools/metrics/eval.json").read_text())
     assert metrics["gates_passed"] is True, metrics
     tuned, base = metrics["tuned"], metrics["base"]
@@ -38,12 +40,31 @@ def test_the_tuned_model_learned_to_call_the_tools(served):
     assert prep["reasons"].keys() <= {"duplicate", "near_duplicate"}, prep["reasons"]  # none malformed
 
 
-def test_openai_client_gets_parsed_tool_calls_from_the_served_model(served):
+@pytest.fixture(scope="module")
+def vllm_served(served):
+    """The same registered version served by vLLM (its hermes tool-call parser), beside the first server."""
+    work, _, env = served
+    python = Path(os.environ.get("LLMOPS_VLLM_PYTHON", ROOT / ".venv-vllm/bin/python"))
+    if not python.exists():
+        pytest.skip("no .venv-vllm here (`make vllm`); .ci/run builds it before make test-tools")
+    sets = ["serve.backend=vllm", f"serve.vllm.python={python}", f"serve.port={free_port()}",
+            "serve.endpoint_file=demo-tools/serve/endpoint-vllm.json",
+            "serve.request_log=demo-tools/serve/requests-vllm.jsonl"]
+    args = [a for s in sets for a in ("--set", s)]
+    run(["llmops", "serve", "--detach", "-c", CONFIG, *args], work, env)
+    yield json.loads((work / "demo-tools/serve/endpoint-vllm.json").read_text())
+    subprocess.run(["llmops", "serve", "stop", "-c", CONFIG, *args], cwd=work, env=env, timeout=60)
+
+
+@pytest.mark.parametrize("backend", ["transformers", "vllm"])
+def test_openai_client_gets_parsed_tool_calls_from_the_served_model(served, backend, request):
     import runpy
 
     from openai import OpenAI
 
-    work, endpoint = served
+    work, endpoint, _ = served
+    if backend == "vllm":
+        endpoint = request.getfixturevalue("vllm_served")
     generator = runpy.run_path(str(work / "data/raw/generate_tools.py"))  # the functions the model learned
     SYSTEM, TOOLS = generator["SYSTEM"], generator["TOOLS"]  # noqa: N806
     client = OpenAI(base_url=f"{endpoint['url']}/v1", api_key="unused")
@@ -60,6 +81,11 @@ def test_openai_client_gets_parsed_tool_calls_from_the_served_model(served):
     names = [d.function.name for chunk in stream if chunk.choices  # the last chunk carries usage only
              for d in (chunk.choices[0].delta.tool_calls or []) if d.function and d.function.name]
     assert names == ["track_parcel"]
+
+    named = client.chat.completions.create(
+        model=endpoint["model"], tools=TOOLS, max_tokens=48, tool_choice={"type": "function", "function": {
+            "name": "track_parcel"}}, messages=[messages[0], {"role": "user", "content": "Where is my UPS parcel?"}])
+    assert named.choices[0].message.tool_calls[0].function.name == "track_parcel", named.choices[0]
 
     # The conversation goes on with the tool's result: the model answers from it.
     result = {"carrier": "DHL", "status": "delayed", "day": "Friday"}
